@@ -1,0 +1,90 @@
+"""Asyncio SDK for DecisionTelecom's Viber Business Messages API.
+
+Everything public is importable from here; the modules behind it are
+private. See the README and docs/ for a guide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._bulk import ResultStream as ResultStream
+from ._client import AsyncViberClient as AsyncViberClient
+from ._client import MessageLike as MessageLike
+from ._clock import Clock as Clock
+from ._clock import SystemClock as SystemClock
+from ._enums import MessageStatus as MessageStatus
+from ._enums import MessageType as MessageType
+from ._enums import SmsStatus as SmsStatus
+from ._enums import SourceType as SourceType
+from ._errors import APIConnectionError as APIConnectionError
+from ._errors import APIError as APIError
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import ClientClosedError as ClientClosedError
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import GatewayTimeoutError as GatewayTimeoutError
+from ._errors import InsufficientBalanceError as InsufficientBalanceError
+from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import OutcomeUnknownError as OutcomeUnknownError
+from ._errors import RateLimitError as RateLimitError
+from ._errors import ServerError as ServerError
+from ._errors import UnexpectedResponseError as UnexpectedResponseError
+from ._errors import ValidationError as ValidationError
+from ._errors import ViberError as ViberError
+from ._models import MessageReceipt as MessageReceipt
+from ._models import SendOutcome as SendOutcome
+from ._models import SendResult as SendResult
+from ._models import ViberMessage as ViberMessage
+from ._retry import RetryDetails as RetryDetails
+from ._retry import RetryHook as RetryHook
+from ._retry import RetryPolicy as RetryPolicy
+
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "AsyncViberClient",
+    "AuthenticationError",
+    "ClientClosedError",
+    "Clock",
+    "ConfigurationError",
+    "GatewayTimeoutError",
+    "InsufficientBalanceError",
+    "InvalidParameterError",
+    "MessageLike",
+    "MessageReceipt",
+    "MessageStatus",
+    "MessageType",
+    "OutcomeUnknownError",
+    "RateLimitError",
+    "ResultStream",
+    "RetryDetails",
+    "RetryHook",
+    "RetryPolicy",
+    "SendOutcome",
+    "SendResult",
+    "ServerError",
+    "SmsStatus",
+    "SourceType",
+    "SystemClock",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "ViberError",
+    "ViberMessage",
+]
+
+# Show the public path in reprs and tracebacks (as httpx does), not the
+# private module a name happens to live in.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._version import package_version
+
+        return package_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,332 @@
+"""Retries: the policy, the decisions, and the only use of tenacity.
+
+Decisions are pure functions (`should_retry`, `backoff_delay`, `retry_delay`)
+tested with tables. `Retrier` runs an operation under a `RetryPolicy`: the
+first attempt runs directly (most calls succeed, and this is the hot path of a
+bulk send); once it fails with a retryable error, tenacity takes over, with
+the first failure replayed as its attempt 1 so counting, waits and the
+deadline are the same as if tenacity had run from the start. Sleeping goes
+through the client's `Clock`, so tests never wait.
+
+The duplicate-safety rule lives in `should_retry`: the API has no idempotency
+key, so a send whose outcome is unknown is not retried unless the policy opts
+in, while status lookups (read-only) retry every transient error.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
+
+import attrs
+import tenacity as _t
+
+from ._clock import Clock
+from ._errors import (
+    APIConnectionError,
+    ConfigurationError,
+    OutcomeUnknownError,
+    RateLimitError,
+    ServerError,
+    ViberError,
+)
+
+
+__all__ = [
+    "Retrier",
+    "RetryDetails",
+    "RetryHook",
+    "RetryPolicy",
+    "backoff_delay",
+    "retry_delay",
+    "should_retry",
+]
+
+logger = logging.getLogger("decisiontelecom_viber")
+
+T = TypeVar("T")
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be > 0")
+
+
+def _optional_positive(
+    _: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None and not value > 0:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be > 0 or None")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be an int >= 1")
+
+
+def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be in [0, 1]")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a client retries failed calls.
+
+    Retried: 429 (`RateLimitError`), 500/502/503 (`ServerError`) and
+    `APIConnectionError` (the request never reached the API). Never retried:
+    400, 401, 402, 403 and validation errors. `OutcomeUnknownError` (read
+    timeout, connection broken mid-answer, 504, unparseable 2xx) is retried
+    for status lookups, but for sends only when *retry_unknown_outcome* is
+    set, because the API has no idempotency key and a blind retry can send a
+    paid duplicate.
+
+    The n-th retry waits ``min(wait_max, wait_initial * wait_exp_base**(n-1))``
+    seconds, shortened by up to ``wait_jitter`` (a fraction) at random. When
+    the server says how long to wait (``Retry-After``, ``X-Rate-Limit-Reset``)
+    that wait is used instead, capped at *max_retry_after* and lengthened by
+    up to ``wait_jitter`` so that concurrent senders do not return together.
+    No retry starts if it would end after the *timeout* deadline, and each
+    attempt's connect and read timeouts are cut to the time left.
+
+    Args:
+        attempts: Attempts in total, the first included (1 = no retries).
+        timeout: Total deadline in seconds for one call, all attempts and
+            waits included; None for no deadline.
+        wait_initial: Wait before the first retry, in seconds.
+        wait_max: Longest backoff wait, in seconds.
+        wait_exp_base: Growth factor of the backoff.
+        wait_jitter: Random fraction taken off (backoff) or added to
+            (server-directed waits) each wait, in [0, 1].
+        max_retry_after: Longest server-directed wait honoured, in seconds.
+        retry_unknown_outcome: Also retry sends whose outcome is unknown. Off
+            by default: it trades lost messages for possible duplicates.
+    """
+
+    attempts: int = attrs.field(default=5, validator=_at_least_one)
+    timeout: float | None = attrs.field(default=25.0, validator=_optional_positive)
+    wait_initial: float = attrs.field(default=0.5, validator=_positive)
+    wait_max: float = attrs.field(default=8.0, validator=_positive)
+    wait_exp_base: float = attrs.field(default=2.0, validator=_positive)
+    wait_jitter: float = attrs.field(default=0.25, validator=_fraction)
+    max_retry_after: float = attrs.field(default=20.0, validator=_positive)
+    retry_unknown_outcome: bool = False
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that makes exactly one attempt (same as ``retry=None``)."""
+        return cls(attempts=1)
+
+
+@attrs.frozen
+class RetryDetails:
+    """What a retry hook is told before the client waits and retries.
+
+    Attributes:
+        operation: ``"send_message"`` or ``"get_message_status"``.
+        attempt: The attempt that just failed (1 for the first).
+        error: Why it failed.
+        delay: Seconds the client will wait before the next attempt.
+        elapsed: Seconds since the call started.
+    """
+
+    operation: str
+    attempt: int
+    error: ViberError
+    delay: float
+    elapsed: float
+
+
+class RetryHook(Protocol):
+    """A callable told about each retry, for logging or metrics."""
+
+    def __call__(self, details: RetryDetails) -> None:
+        """Observe one retry. Exceptions raised here are logged and ignored."""
+
+
+def should_retry(
+    error: BaseException, *, idempotent: bool, retry_unknown_outcome: bool
+) -> bool:
+    """Decide whether a failed attempt may be retried.
+
+    Args:
+        error: The exception the attempt raised.
+        idempotent: Whether repeating the request is harmless (status lookups).
+        retry_unknown_outcome: The policy's opt-in for ambiguous sends.
+    """
+    if isinstance(error, OutcomeUnknownError):
+        return idempotent or retry_unknown_outcome
+    return isinstance(error, (RateLimitError, ServerError, APIConnectionError))
+
+
+def backoff_delay(retry_number: int, policy: RetryPolicy, rand: float) -> float:
+    """Exponential backoff before the *retry_number*-th retry (1-based).
+
+    *rand* is a number in [0, 1) that picks the jitter.
+    """
+    exponent = min(retry_number - 1, 64)  # no overflow on absurd attempt counts
+    base = min(policy.wait_max, policy.wait_initial * policy.wait_exp_base**exponent)
+    return base * (1 - policy.wait_jitter * rand)
+
+
+def retry_delay(
+    error: BaseException, retry_number: int, policy: RetryPolicy, rand: float
+) -> float:
+    """Seconds to wait before the *retry_number*-th retry after *error*."""
+    if isinstance(error, RateLimitError) and error.retry_after is not None:
+        honoured = min(error.retry_after, policy.max_retry_after)
+        return honoured * (1 + policy.wait_jitter * rand)
+    return backoff_delay(retry_number, policy, rand)
+
+
+class Retrier:
+    """Runs operations under a `RetryPolicy` (None: a single attempt).
+
+    Args:
+        policy: The policy, or None to never retry.
+        clock: Where time is read and waits happen.
+        hooks: Called before each retry, after the retry is logged.
+        rand: Source of jitter, a callable returning floats in [0, 1).
+    """
+
+    __slots__ = ("_attempts", "_clock", "_hooks", "_policy", "_rand")
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None,
+        clock: Clock,
+        *,
+        hooks: Sequence[RetryHook] = (),
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._policy = policy if policy is not None else RetryPolicy.disabled()
+        self._attempts = self._policy.attempts
+        self._clock = clock
+        self._hooks = tuple(hooks)
+        self._rand = rand
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The policy in force."""
+        return self._policy
+
+    async def call(
+        self,
+        operation: Callable[[float | None], Awaitable[T]],
+        *,
+        name: str,
+        idempotent: bool,
+    ) -> T:
+        """Run ``operation(deadline)`` until it succeeds or may not be retried.
+
+        *deadline* is a `Clock.monotonic` time (or None) by which the whole
+        call should be over; operations cut their own timeouts to it.
+        """
+        policy = self._policy
+        start = self._clock.monotonic()
+        deadline = start + policy.timeout if policy.timeout is not None else None
+        try:
+            return await operation(deadline)
+        except ViberError as error:
+            if self._attempts == 1 or not should_retry(
+                error,
+                idempotent=idempotent,
+                retry_unknown_outcome=policy.retry_unknown_outcome,
+            ):
+                raise
+            first_error = error
+        return await self._call_with_tenacity(
+            operation, first_error, start, deadline, name, idempotent
+        )
+
+    async def _call_with_tenacity(
+        self,
+        operation: Callable[[float | None], Awaitable[T]],
+        first_error: ViberError,
+        start: float,
+        deadline: float | None,
+        name: str,
+        idempotent: bool,
+    ) -> T:
+        policy = self._policy
+        clock = self._clock
+        replay: list[ViberError] = [first_error]
+
+        async def attempt() -> T:
+            if replay:
+                # Attempt 1 already ran (the fast path): hand tenacity its
+                # outcome instead of sending again.
+                raise replay.pop()
+            return await operation(deadline)
+
+        def retryable(error: BaseException) -> bool:
+            return isinstance(error, ViberError) and should_retry(
+                error,
+                idempotent=idempotent,
+                retry_unknown_outcome=policy.retry_unknown_outcome,
+            )
+
+        def wait(state: _t.RetryCallState) -> float:
+            return retry_delay(
+                _failure(state), state.attempt_number, policy, self._rand()
+            )
+
+        def stop(state: _t.RetryCallState) -> bool:
+            if state.attempt_number >= self._attempts:
+                return True
+            return (
+                deadline is not None
+                and clock.monotonic() + state.upcoming_sleep > deadline
+            )
+
+        def before_sleep(state: _t.RetryCallState) -> None:
+            details = RetryDetails(
+                operation=name,
+                attempt=state.attempt_number,
+                error=cast(ViberError, _failure(state)),  # only ViberErrors retry
+                delay=state.upcoming_sleep,
+                elapsed=clock.monotonic() - start,
+            )
+            _log_retry(details, self._attempts)
+            for hook in self._hooks:
+                try:
+                    hook(details)
+                except Exception:  # noqa: PERF203 - a broken hook must not stop retries
+                    logger.exception("retry hook %r failed", hook)
+
+        retrying = _t.AsyncRetrying(
+            stop=stop,
+            wait=wait,
+            retry=_t.retry_if_exception(retryable),
+            sleep=clock.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return await retrying(attempt)
+
+
+def _failure(state: _t.RetryCallState) -> BaseException:
+    """The exception of a failed attempt (tenacity only asks after failures)."""
+    outcome = state.outcome
+    error = outcome.exception() if outcome is not None else None
+    if error is None:  # pragma: no cover - tenacity retries only on exceptions
+        raise RuntimeError("retry asked about an attempt that did not fail")
+    return error
+
+
+def _log_retry(details: RetryDetails, attempts: int) -> None:
+    # Rate limiting is routine in bulk sends: INFO. Anything else: WARNING.
+    level = (
+        logging.INFO if isinstance(details.error, RateLimitError) else logging.WARNING
+    )
+    logger.log(
+        level,
+        "%s attempt %d of %d failed with %s; retrying in %.2f s",
+        details.operation,
+        details.attempt,
+        attempts,
+        type(details.error).__name__,
+        details.delay,
+    )

@@ -1,0 +1,310 @@
+"""The wire format: request bodies, and answers turned into values or errors.
+
+Pure functions, no I/O. The rules follow what is known of the API
+(docs/errors.md has the full table):
+
+* An answer is an API error when its body is a JSON object with ``name``,
+  ``message``, ``code`` and ``status`` and no ``message_id``, whatever the
+  HTTP status: the vendor SDKs expect errors with HTTP 200, and the server
+  (a Yii2 application) may as well send the matching 4xx/5xx.
+* A non-2xx answer whose body is not such an object (a proxy's HTML page, an
+  empty body) is classified by its HTTP status.
+* A 2xx answer that is neither an error nor the documented success body is an
+  `UnexpectedResponseError`: the request may have been processed.
+* Parsing is tolerant: extra keys, IDs as numeric strings, unknown status
+  codes and the trailing comma of the documentation's own example are fine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from ._constants import MAX_ERROR_BODY_CHARS
+from ._enums import MessageStatus, SmsStatus
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    GatewayTimeoutError,
+    InsufficientBalanceError,
+    InvalidParameterError,
+    RateLimitError,
+    ServerError,
+    UnexpectedResponseError,
+)
+from ._models import MessageReceipt, ViberMessage
+
+
+__all__ = [
+    "decode_send_response",
+    "decode_status_response",
+    "encode_json",
+    "encode_message",
+    "error_from_response",
+    "retry_after_from_headers",
+]
+
+_ERROR_KEYS = frozenset({"name", "message", "code", "status"})
+_INVALID_PARAMETER = re.compile(r"^\s*Invalid Parameter:\s*(?P<param>\S.*?)\s*$")
+_TRAILING_COMMA = re.compile(rb",(\s*[}\]])")
+# A reset header above this is an epoch timestamp, not a number of seconds.
+_EPOCH_THRESHOLD = 1_000_000_000
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_json(payload: Mapping[str, Any]) -> bytes:
+    """Encode a request payload as compact UTF-8 JSON."""
+    return _dumps(payload).encode()
+
+
+def encode_message(message: ViberMessage) -> bytes:
+    """Encode *message* as the ``send-viber`` request body."""
+    return _dumps(message.to_payload()).encode()
+
+
+def _loads(body: bytes) -> Any:
+    """Parse JSON, forgiving a trailing comma (the docs' own example has one)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        if b"," not in body:
+            raise
+        return json.loads(_TRAILING_COMMA.sub(rb"\1", body))
+
+
+def _as_int(value: Any) -> int | None:
+    """Return *value* as an int if it is an int or a string of digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _body_text(body: bytes) -> str:
+    return body[:MAX_ERROR_BODY_CHARS].decode("utf-8", "replace")
+
+
+def retry_after_from_headers(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds the server asked to wait, or None.
+
+    ``Retry-After`` wins (seconds, or an HTTP date compared with *now*, a Unix
+    time); then Yii2's ``X-Rate-Limit-Reset`` (seconds until the allowance
+    refills; a value that looks like a Unix time is treated as one).
+    Negative, infinite and unparseable values are ignored.
+    """
+    raw = headers.get("retry-after")
+    if raw is not None:
+        seconds = _parse_seconds(raw)
+        if seconds is None:
+            try:
+                seconds = parsedate_to_datetime(raw.strip()).timestamp() - now
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+            else:
+                seconds = max(seconds, 0.0)
+        if seconds is not None:
+            return seconds
+    raw = headers.get("x-rate-limit-reset")
+    if raw is not None:
+        seconds = _parse_seconds(raw)
+        if seconds is not None:
+            if seconds > _EPOCH_THRESHOLD:
+                return max(seconds - now, 0.0)
+            return seconds
+    return None
+
+
+def _parse_seconds(raw: str) -> float | None:
+    try:
+        seconds = float(raw.strip())
+    except ValueError:
+        return None
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _error_class(effective_status: int, code: int | None) -> type[APIError]:
+    by_status: dict[int, type[APIError]] = {
+        400: InvalidParameterError,
+        401: AuthenticationError,
+        402: InsufficientBalanceError,
+        403: AuthenticationError,
+        429: RateLimitError,
+        504: GatewayTimeoutError,
+    }
+    cls = by_status.get(effective_status)
+    if cls is not None:
+        return cls
+    if effective_status >= 500:
+        return ServerError
+    by_code: dict[int, type[APIError]] = {
+        0: RateLimitError,
+        1: InvalidParameterError,
+        2: ServerError,
+        3: InsufficientBalanceError,
+    }
+    return by_code.get(code, APIError) if code is not None else APIError
+
+
+def error_from_response(
+    http_status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    payload: Any = None,
+) -> APIError | None:
+    """Return the API error this answer carries, or None if it is not one.
+
+    *payload* is the parsed body when the caller has already parsed it.
+    """
+    if payload is None and body.strip():
+        try:
+            payload = _loads(body)
+        except ValueError:
+            payload = None
+    is_error_body = (
+        isinstance(payload, dict)
+        and "message_id" not in payload
+        and (
+            payload.keys() >= _ERROR_KEYS
+            # Off the 2xx path a partial body (only name and status, as a
+            # 401 may have) is still the server's own explanation.
+            or (http_status >= 300 and ("name" in payload or "message" in payload))
+        )
+    )
+    if not is_error_body and 200 <= http_status < 300:
+        return None
+    if is_error_body:
+        assert isinstance(payload, dict)  # noqa: S101 - narrowed above, for mypy
+        name = str(payload.get("name") or _REASONS.get(http_status, "Error"))
+        message = str(payload.get("message") or "")
+        code = _as_int(payload.get("code"))
+        status = _as_int(payload.get("status"))
+    else:
+        name = _REASONS.get(http_status, f"HTTP {http_status}")
+        message = "the response body is not an API error object"
+        code = None
+        status = None
+    effective = status if status is not None and 400 <= status <= 599 else http_status
+    cls = _error_class(effective, code)
+    common: dict[str, Any] = {
+        "code": code,
+        "status": status,
+        "http_status": http_status,
+        "body": _body_text(body),
+        "headers": headers,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(
+            name,
+            message,
+            retry_after=retry_after_from_headers(headers, now),
+            **common,
+        )
+    if cls is InvalidParameterError:
+        match = _INVALID_PARAMETER.match(name)
+        return InvalidParameterError(
+            name, message, param=match.group("param") if match else None, **common
+        )
+    return cls(name, message, **common)
+
+
+def _parse_2xx(
+    http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> dict[str, Any]:
+    """Parse a 2xx body into a dict, raising the API error it may carry."""
+    try:
+        payload = _loads(body)
+    except ValueError:
+        raise UnexpectedResponseError(
+            "the 2xx response body is not JSON",
+            http_status=http_status,
+            body=_body_text(body),
+        ) from None
+    if isinstance(payload, dict) and "message_id" in payload:
+        return payload
+    error = error_from_response(http_status, headers, body, now=now, payload=payload)
+    if error is not None:
+        raise error
+    raise UnexpectedResponseError(
+        "the 2xx response has no message_id",
+        http_status=http_status,
+        body=_body_text(body),
+    )
+
+
+def decode_send_response(
+    http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> int:
+    """Return the message ID of a ``send-viber`` answer, or raise its error.
+
+    Raises:
+        APIError: The answer is an API error (or a non-2xx status).
+        UnexpectedResponseError: A 2xx answer without a usable ``message_id``.
+    """
+    if 200 <= http_status < 300:
+        payload = _parse_2xx(http_status, headers, body, now=now)
+        message_id = _as_int(payload["message_id"])
+        if message_id is None:
+            raise UnexpectedResponseError(
+                "message_id is not an integer",
+                http_status=http_status,
+                body=_body_text(body),
+            )
+        return message_id
+    error = error_from_response(http_status, headers, body, now=now)
+    assert error is not None  # noqa: S101 - non-2xx is always an error
+    raise error
+
+
+def decode_status_response(
+    http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> MessageReceipt:
+    """Return the receipt of a ``receive-viber`` answer, or raise its error.
+
+    Raises:
+        APIError: The answer is an API error (or a non-2xx status).
+        UnexpectedResponseError: A 2xx answer without a usable receipt.
+    """
+    if not 200 <= http_status < 300:
+        error = error_from_response(http_status, headers, body, now=now)
+        assert error is not None  # noqa: S101 - non-2xx is always an error
+        raise error
+    payload = _parse_2xx(http_status, headers, body, now=now)
+    message_id = _as_int(payload.get("message_id"))
+    status = _as_int(payload.get("status"))
+    if message_id is None or status is None:
+        raise UnexpectedResponseError(
+            "the status response lacks an integer message_id or status",
+            http_status=http_status,
+            body=_body_text(body),
+        )
+    sms_id = _as_int(payload.get("sms_message_id"))
+    sms_status = _as_int(payload.get("sms_message_status"))
+    return MessageReceipt(
+        message_id=message_id,
+        status=MessageStatus(status),
+        sms_message_id=sms_id,
+        sms_message_status=SmsStatus(sms_status) if sms_status is not None else None,
+    )

@@ -1,0 +1,51 @@
+"""Sessions: `nox` runs tests on every supported Python, lint and typecheck."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+# Never let uv download an interpreter: the supported Pythons come from the
+# machine (pyenv on ours; see .ci/run).
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+def install_group(session: nox.Session, *groups: str) -> None:
+    requirements: list[str] = []
+    for group in groups:
+        requirements += nox.project.dependency_groups(PYPROJECT, group)
+    session.install(*requirements)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (warnings are errors)."""
+    session.install(".")
+    install_group(session, "tests")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    install_group(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install(".")
+    install_group(session, "typing")
+    session.run("mypy", "--strict", "decisiontelecom_viber")
