@@ -20,6 +20,7 @@ from ._enums import SourceType as SourceType
 from ._errors import APIConnectionError as APIConnectionError
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
+from ._errors import CallbackError as CallbackError
 from ._errors import ClientClosedError as ClientClosedError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import GatewayTimeoutError as GatewayTimeoutError
@@ -45,6 +46,7 @@ __all__ = [
     "APIError",
     "AsyncViberClient",
     "AuthenticationError",
+    "CallbackError",
     "ClientClosedError",
     "Clock",
     "ConfigurationError",

@@ -13,9 +13,10 @@ ViberError
 │   └── ServerError                 code 2 / 500, and 502/503/504 from a gateway
 │       └── GatewayTimeoutError     504: also an OutcomeUnknownError
 ├── APIConnectionError      the request never reached the API; safe to retry
-└── OutcomeUnknownError     the request may have reached the API; no usable answer
-    ├── GatewayTimeoutError
-    └── UnexpectedResponseError     a 2xx answer whose body is not understood
+├── OutcomeUnknownError     the request may have reached the API; no usable answer
+│   ├── GatewayTimeoutError
+│   └── UnexpectedResponseError     a 2xx answer whose body is not understood
+└── CallbackError           a callback body is malformed (also ValueError)
 ```
 
 Which of them are retried is decided in one place, `_retry.should_retry`, not
@@ -33,6 +34,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AuthenticationError",
+    "CallbackError",
     "ClientClosedError",
     "ConfigurationError",
     "GatewayTimeoutError",
@@ -269,3 +271,15 @@ class GatewayTimeoutError(ServerError, OutcomeUnknownError):
             headers=headers,
         )
         self.reason = "gateway timeout (HTTP 504)"
+
+
+class CallbackError(ViberError, ValueError):
+    """A callback body is malformed: not JSON, a missing field, a wrong type.
+
+    Attributes:
+        reason: What is wrong, in a few words (safe to send back in a 400).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid callback: {reason}")
+        self.reason = reason
