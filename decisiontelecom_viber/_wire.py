@@ -166,6 +166,19 @@ def _error_class(effective_status: int, code: int | None) -> type[APIError]:
     return by_code.get(code, APIError) if code is not None else APIError
 
 
+def _error_body(payload: Any, http_status: int) -> dict[str, Any] | None:
+    """*payload* if it is an API error object, else None."""
+    if not isinstance(payload, dict) or "message_id" in payload:
+        return None
+    if payload.keys() >= _ERROR_KEYS:
+        return payload
+    # Off the 2xx path a partial body (only name and status, as a 401 may
+    # have) is still the server's own explanation.
+    if http_status >= 300 and ("name" in payload or "message" in payload):
+        return payload
+    return None
+
+
 def error_from_response(
     http_status: int,
     headers: Mapping[str, str],
@@ -176,31 +189,37 @@ def error_from_response(
 ) -> APIError | None:
     """Return the API error this answer carries, or None if it is not one.
 
-    *payload* is the parsed body when the caller has already parsed it.
+    Every non-2xx answer is an error. *payload* is the parsed body when the
+    caller has already parsed it.
     """
-    if payload is None and body.strip():
-        try:
-            payload = _loads(body)
-        except ValueError:
-            payload = None
-    is_error_body = (
-        isinstance(payload, dict)
-        and "message_id" not in payload
-        and (
-            payload.keys() >= _ERROR_KEYS
-            # Off the 2xx path a partial body (only name and status, as a
-            # 401 may have) is still the server's own explanation.
-            or (http_status >= 300 and ("name" in payload or "message" in payload))
-        )
-    )
-    if not is_error_body and 200 <= http_status < 300:
+    if payload is None:
+        payload = _loads_or_none(body)
+    error_body = _error_body(payload, http_status)
+    if error_body is None and 200 <= http_status < 300:
         return None
-    if is_error_body:
-        assert isinstance(payload, dict)  # noqa: S101 - narrowed above, for mypy
-        name = str(payload.get("name") or _REASONS.get(http_status, "Error"))
-        message = str(payload.get("message") or "")
-        code = _as_int(payload.get("code"))
-        status = _as_int(payload.get("status"))
+    return _api_error(http_status, headers, body, error_body, now=now)
+
+
+def _loads_or_none(body: bytes) -> Any:
+    try:
+        return _loads(body) if body.strip() else None
+    except ValueError:
+        return None
+
+
+def _api_error(
+    http_status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    error_body: dict[str, Any] | None,
+    *,
+    now: float,
+) -> APIError:
+    if error_body is not None:
+        name = str(error_body.get("name") or _REASONS.get(http_status, "Error"))
+        message = str(error_body.get("message") or "")
+        code = _as_int(error_body.get("code"))
+        status = _as_int(error_body.get("status"))
     else:
         name = _REASONS.get(http_status, f"HTTP {http_status}")
         message = "the response body is not an API error object"
@@ -228,6 +247,13 @@ def error_from_response(
             name, message, param=match.group("param") if match else None, **common
         )
     return cls(name, message, **common)
+
+
+def _non_2xx_error(
+    http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> APIError:
+    error_body = _error_body(_loads_or_none(body), http_status)
+    return _api_error(http_status, headers, body, error_body, now=now)
 
 
 def _parse_2xx(
@@ -273,9 +299,7 @@ def decode_send_response(
                 body=_body_text(body),
             )
         return message_id
-    error = error_from_response(http_status, headers, body, now=now)
-    assert error is not None  # noqa: S101 - non-2xx is always an error
-    raise error
+    raise _non_2xx_error(http_status, headers, body, now=now)
 
 
 def decode_status_response(
@@ -288,9 +312,7 @@ def decode_status_response(
         UnexpectedResponseError: A 2xx answer without a usable receipt.
     """
     if not 200 <= http_status < 300:
-        error = error_from_response(http_status, headers, body, now=now)
-        assert error is not None  # noqa: S101 - non-2xx is always an error
-        raise error
+        raise _non_2xx_error(http_status, headers, body, now=now)
     payload = _parse_2xx(http_status, headers, body, now=now)
     message_id = _as_int(payload.get("message_id"))
     status = _as_int(payload.get("status"))

@@ -13,6 +13,9 @@ from decisiontelecom_viber import AsyncViberClient, RetryPolicy
 from .helpers import ACCESS_KEY, BASE_URL, AiohttpTransportMocker, FakeClock
 
 
+pytest_plugins = ["pytester"]
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -107,3 +107,17 @@ DOCUMENTED_ERRORS = {
         "status": 402,
     },
 }
+
+
+async def eventually(predicate: Any, timeout: float = 10.0) -> None:
+    """Wait until *predicate()* is true: work done by another thread or process.
+
+    This waits for real concurrent work (a server thread answering), never to
+    let simulated time pass: tests drive time with fake clocks instead.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.005)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -44,3 +45,40 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Recorder:
+    """An ASGI app that records JSON POSTs (a callback receiver for tests).
+
+    ``wait_for(n)`` blocks (in a worker thread, when awaited through
+    ``asyncio.to_thread``) until *n* bodies have arrived.
+    """
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.bodies: list[Any] = []
+        self.paths: list[str] = []
+        self._changed = threading.Condition()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            event = await receive()
+            chunks.append(event.get("body", b""))
+            if not event.get("more_body"):
+                break
+        with self._changed:
+            self.bodies.append(json.loads(b"".join(chunks)))
+            self.paths.append(scope["path"] + "?" + scope["query_string"].decode())
+            self._changed.notify_all()
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": []}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Any]:
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.bodies) >= count, timeout)
+            return list(self.bodies)

@@ -1,216 +1,225 @@
-"""Real HTTP over loopback against a small scripted ASGI app served by uvicorn."""
+"""The SDK over real loopback HTTP against the sandbox: each fault maps to its error."""
 
 from __future__ import annotations
 
-import json
-from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
+import httpx
 import pytest
 
 from decisiontelecom_viber import (
     APIConnectionError,
     AsyncViberClient,
+    AuthenticationError,
+    InsufficientBalanceError,
     InvalidParameterError,
     MessageStatus,
     OutcomeUnknownError,
+    RateLimitError,
     RetryPolicy,
+    SendOutcome,
     ServerError,
     ViberMessage,
 )
+from decisiontelecom_viber.sandbox import SandboxServer
 
-from .helpers import ACCESS_KEY, DOCUMENTED_ERRORS, FakeClock
-from .servers import serve_in_thread, unused_port
+from .helpers import FakeClock
+from .servers import unused_port
 
 
 pytestmark = pytest.mark.integration
 
-
-class ScriptedAPI:
-    """Answers sends by the scenario named in the message text."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[str] = Counter()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
-        payload = json.loads(body)
-        if scope["path"].endswith("/receive-viber"):
-            await self.reply(
-                send, 200, {"message_id": payload["message_id"], "status": 6}
-            )
-            return
-        scenario = payload["text"]
-        self.requests[scenario] += 1
-        count = self.requests[scenario]
-        if scenario == "ok":
-            await self.reply(send, 200, {"message_id": 1000 + count})
-        elif scenario == "invalid":
-            await self.reply(send, 400, DOCUMENTED_ERRORS["invalid_parameter"])
-        elif scenario == "limited-once":
-            if count == 1:
-                await self.reply(
-                    send, 429, DOCUMENTED_ERRORS["rate_limit"], {"retry-after": "2"}
-                )
-            else:
-                await self.reply(send, 200, {"message_id": 7})
-        elif scenario == "html-502":
-            await self.raw(
-                send, 502, b"<html><h1>502 Bad Gateway</h1></html>", b"text/html"
-            )
-        elif scenario == "broken-body":
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", b"100"),
-                    ],
-                }
-            )
-            await send(
-                {"type": "http.response.body", "body": b'{"message_', "more_body": True}
-            )
-            # Returning now makes uvicorn drop the connection mid-body.
-        else:
-            raise AssertionError(scenario)
-
-    async def reply(
-        self,
-        send: Any,
-        status: int,
-        payload: Any,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-        await self.raw(
-            send, status, json.dumps(payload).encode(), b"application/json", extra
-        )
-
-    async def raw(
-        self,
-        send: Any,
-        status: int,
-        body: bytes,
-        content_type: bytes,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        headers = [(b"content-type", content_type), *(extra or [])]
-        await send(
-            {"type": "http.response.start", "status": status, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": body})
+MakeClient = Callable[..., AsyncViberClient]
 
 
-@pytest.fixture(scope="module")
-def scripted() -> Iterator[tuple[ScriptedAPI, str]]:
-    app = ScriptedAPI()
-    with serve_in_thread(app) as root:
-        yield app, f"{root}/v1/api"
+def text(body: str = "hello", receiver: str = "380501234567") -> ViberMessage:
+    return ViberMessage.transactional(sender="Acme", receiver=receiver, text=body)
 
 
 @pytest.fixture
-def live(
-    scripted: tuple[ScriptedAPI, str], make_client: Callable[..., AsyncViberClient]
-) -> tuple[ScriptedAPI, AsyncViberClient]:
-    app, base_url = scripted
-    app.requests.clear()
-    return app, make_client(base_url=base_url)
-
-
-def text(scenario: str) -> ViberMessage:
-    return ViberMessage.transactional(
-        sender="Acme", receiver="380501234567", text=scenario
+def live(viber_sandbox: SandboxServer, make_client: MakeClient) -> AsyncViberClient:
+    """A client on the fake clock (retry waits are instant) aimed at the sandbox."""
+    return make_client(
+        access_key=viber_sandbox.access_key, base_url=viber_sandbox.base_url
     )
 
 
-async def test_success(live: tuple[ScriptedAPI, AsyncViberClient]) -> None:
-    """A send and a status lookup over real HTTP."""
-    _, client = live
+async def test_success(live: AsyncViberClient, viber_sandbox: SandboxServer) -> None:
+    """A send and a status lookup; the sandbox recorded exactly what was sent."""
+    message_id = await live.send_message(text("hi there"))
+    receipt = await live.get_message_status(message_id)
 
-    assert 1001 == await client.send_message(text("ok"))
-    assert MessageStatus.SEEN == (await client.get_message_status(1001)).status
+    assert MessageStatus.PENDING == receipt.status
+    assert "hi there" == viber_sandbox.sandbox.message(message_id).text
+    assert "Acme" == viber_sandbox.sandbox.message(message_id).payload["source_addr"]
 
 
-async def test_api_error(live: tuple[ScriptedAPI, AsyncViberClient]) -> None:
-    """A real 400 with the documented body."""
-    app, client = live
+@pytest.mark.parametrize(
+    "with_http_200", [False, True], ids=["real-status", "http-200"]
+)
+async def test_refused_field(
+    live: AsyncViberClient, viber_sandbox: SandboxServer, with_http_200: bool
+) -> None:
+    """A field the server refuses: InvalidParameterError naming it, not retried."""
+    viber_sandbox.sandbox.configure(errors_with_http_200=with_http_200)
 
     with pytest.raises(InvalidParameterError) as info:
-        await client.send_message(text("invalid"))
+        await live.send_message(text(receiver="+380501234567"))
 
-    assert "source_addr" == info.value.param
-    assert 1 == app.requests["invalid"]
+    assert "destination_addr" == info.value.param
+    assert 1 == viber_sandbox.sandbox.stats.requests
 
 
+async def test_unknown_message_id(live: AsyncViberClient) -> None:
+    """A lookup of an unknown ID is refused as an invalid message_id."""
+    with pytest.raises(InvalidParameterError) as info:
+        await live.get_message_status(424242)
+
+    assert "message_id" == info.value.param
+
+
+async def test_wrong_key(viber_sandbox: SandboxServer, make_client: MakeClient) -> None:
+    """A wrong key: AuthenticationError, one request."""
+    client = make_client(access_key="wrong", base_url=viber_sandbox.base_url)
+
+    with pytest.raises(AuthenticationError):
+        await client.send_message(text())
+
+    assert 1 == viber_sandbox.sandbox.stats.requests
+
+
+@pytest.mark.viber_sandbox(rate_limit=1, burst=1, retry_after_header=True)
 async def test_429_with_retry_after(
-    live: tuple[ScriptedAPI, AsyncViberClient], clock: FakeClock
+    live: AsyncViberClient, viber_sandbox: SandboxServer, clock: FakeClock
 ) -> None:
-    """A real 429 with Retry-After: waited out (on the fake clock), then retried."""
-    app, client = live
+    """Real 429s with Retry-After: each retry waits it out; then RateLimitError."""
+    await live.send_message(text())
 
-    assert 7 == await client.send_message(text("limited-once"))
-    assert 2 == app.requests["limited-once"]
-    assert 2.0 <= clock.sleeps[0] <= 2.5
+    with pytest.raises(RateLimitError) as info:
+        await live.send_message(text("second"))
+
+    assert 1.0 == info.value.retry_after
+    assert 4 == len(clock.sleeps)
+    assert all(1.0 <= slept <= 1.25 for slept in clock.sleeps)
+    assert 5 == viber_sandbox.sandbox.stats.rate_limited
 
 
-async def test_html_502_is_a_server_error(
-    live: tuple[ScriptedAPI, AsyncViberClient], clock: FakeClock
+@pytest.mark.viber_sandbox(fault_500=1.0)
+async def test_500_is_retried_then_raised(
+    live: AsyncViberClient, viber_sandbox: SandboxServer
 ) -> None:
-    """A proxy's HTML page is classified by status and retried up to the limit."""
-    app, client = live
-
+    """A documented 500: ServerError after every attempt; nothing accepted."""
     with pytest.raises(ServerError) as info:
-        await client.send_message(text("html-502"))
+        await live.send_message(text())
+
+    assert (500, 2) == (info.value.http_status, info.value.code)
+    assert (5, 0) == (
+        viber_sandbox.sandbox.stats.requests,
+        viber_sandbox.sandbox.stats.accepted,
+    )
+
+
+@pytest.mark.viber_sandbox(fault_502_html=1.0)
+async def test_html_502(live: AsyncViberClient, viber_sandbox: SandboxServer) -> None:
+    """A gateway's HTML page: ServerError classified by status."""
+    with pytest.raises(ServerError) as info:
+        await live.send_message(text())
 
     assert 502 == info.value.http_status
     assert "502 Bad Gateway" in info.value.body
-    assert 5 == app.requests["html-502"]
 
 
-async def test_broken_body_is_an_unknown_outcome_after_one_request(
-    live: tuple[ScriptedAPI, AsyncViberClient],
+@pytest.mark.parametrize(
+    ("fault", "accepted"),
+    [
+        ("fault_disconnect_before", 0),
+        ("fault_disconnect_after", 1),
+        ("fault_truncated_body", 1),
+    ],
+)
+async def test_broken_connections_are_unknown_outcomes(
+    live: AsyncViberClient, viber_sandbox: SandboxServer, fault: str, accepted: int
 ) -> None:
-    """A response cut mid-body: OutcomeUnknownError, and exactly one request."""
-    app, client = live
+    """A broken connection or a body cut mid-way: OutcomeUnknownError, one request."""
+    viber_sandbox.sandbox.configure(**{fault: 1.0})
 
     with pytest.raises(OutcomeUnknownError):
-        await client.send_message(text("broken-body"))
+        await live.send_message(text())
 
-    assert 1 == app.requests["broken-body"]
+    assert 1 == viber_sandbox.sandbox.stats.requests
+    assert accepted == viber_sandbox.sandbox.stats.accepted
 
 
-async def test_connection_refused(
-    make_client: Callable[..., AsyncViberClient], clock: FakeClock
+@pytest.mark.viber_sandbox(latency_spike_probability=1.0, latency_spike=1.0)
+async def test_read_timeout_is_an_unknown_outcome(
+    viber_sandbox: SandboxServer, make_client: MakeClient
 ) -> None:
-    """Nothing listening: APIConnectionError after every attempt was tried."""
+    """A slow answer past the read timeout: unknown outcome, and it was accepted."""
+    client = make_client(
+        access_key=viber_sandbox.access_key,
+        base_url=viber_sandbox.base_url,
+        timeout=httpx.Timeout(5.0, read=0.1),
+    )
+
+    with pytest.raises(OutcomeUnknownError, match="read timeout"):
+        await client.send_message(text())
+
+    assert 1 == viber_sandbox.sandbox.stats.accepted
+
+
+@pytest.mark.viber_sandbox(balance=1)
+async def test_empty_balance(
+    live: AsyncViberClient, viber_sandbox: SandboxServer
+) -> None:
+    """402 code 3: InsufficientBalanceError, never retried."""
+    await live.send_message(text())
+
+    with pytest.raises(InsufficientBalanceError):
+        await live.send_message(text("two"))
+
+    assert 2 == viber_sandbox.sandbox.stats.requests
+
+
+async def test_connection_refused(make_client: MakeClient, clock: FakeClock) -> None:
+    """Nothing listening: APIConnectionError after every attempt."""
     client = make_client(
         base_url=f"http://127.0.0.1:{unused_port()}/v1/api",
         retry=RetryPolicy(attempts=3),
     )
 
     with pytest.raises(APIConnectionError):
-        await client.send_message(text("ok"))
+        await client.send_message(text())
 
     assert 2 == len(clock.sleeps)
 
 
-async def test_real_clock_client_without_fake(
-    scripted: tuple[ScriptedAPI, str],
+@pytest.mark.viber_sandbox(
+    fault_500=0.1,
+    fault_502_html=0.05,
+    fault_disconnect_before=0.05,
+    fault_disconnect_after=0.05,
+    fault_truncated_body=0.05,
+    seed=3,
+)
+async def test_bulk_results_agree_with_the_server(
+    live: AsyncViberClient, viber_sandbox: SandboxServer
 ) -> None:
-    """The default client (real clock, env-free) works end to end."""
-    _, base_url = scripted
-    async with AsyncViberClient(ACCESS_KEY, base_url=base_url) as client:
-        results = [
-            r async for r in client.send_messages([text("ok")] * 20, concurrency=5)
-        ]
+    """Under mixed faults: one result per input, and every report is true."""
+    messages = [text(f"message {n}") for n in range(300)]
 
-    assert 20 == sum(r.ok for r in results)
+    results = [r async for r in live.send_messages(messages, concurrency=16)]
+
+    sandbox = viber_sandbox.sandbox
+    accepted = {m.message_id: m.text for m in sandbox.messages()}
+    assert sorted(r.index for r in results) == list(range(300))
+    assert 0 == sandbox.stats.duplicates
+    for result in results:
+        if result.outcome is SendOutcome.SENT:
+            assert f"message {result.index}" == accepted[result.message_id]
+    sent_texts = {f"message {r.index}" for r in results if r.ok}
+    unknown_texts = {
+        f"message {r.index}" for r in results if r.outcome is SendOutcome.UNKNOWN
+    }
+    # Every accepted message is reported sent or unknown, never failed.
+    assert set(accepted.values()) <= sent_texts | unknown_texts
+    assert any(r.outcome is SendOutcome.UNKNOWN for r in results)

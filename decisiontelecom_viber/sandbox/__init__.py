@@ -1,0 +1,44 @@
+"""A stateful, fault-injectable fake of the DecisionTelecom Viber API.
+
+Use it to test an integration without spending money, and to provoke on
+demand what the real API does rarely: 429s, 500s, gateway pages, broken
+connections, slow answers, an empty balance, status changes and user
+replies. Serving it needs the ``[sandbox]`` extra (uvicorn)::
+
+    with serve_sandbox(SandboxConfig(rate_limit=50)) as server:
+        client = AsyncViberClient(server.access_key, base_url=server.base_url)
+
+A pytest plugin (fixtures ``viber_sandbox`` and ``viber_client``) is
+registered automatically when the package is installed.
+"""
+
+from __future__ import annotations
+
+from ._app import Sandbox as Sandbox
+from ._config import LatencyDistribution as LatencyDistribution
+from ._config import SandboxConfig as SandboxConfig
+from ._server import SandboxServer as SandboxServer
+from ._server import serve_sandbox as serve_sandbox
+from ._state import AcceptedMessage as AcceptedMessage
+from ._state import CallbackRecord as CallbackRecord
+from ._state import RequestRecord as RequestRecord
+from ._state import SandboxStats as SandboxStats
+
+
+__all__ = [
+    "AcceptedMessage",
+    "CallbackRecord",
+    "LatencyDistribution",
+    "RequestRecord",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxServer",
+    "SandboxStats",
+    "serve_sandbox",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+del _name, _obj

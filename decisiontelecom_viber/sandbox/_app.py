@@ -1,0 +1,654 @@
+"""`Sandbox`: the fake DecisionTelecom Viber API as a plain ASGI app.
+
+Plain ASGI rather than a framework, for one reason beyond speed: to break a
+connection the way a crashing server does, the sandbox needs uvicorn's
+transport, which it reaches through the ``send`` callable uvicorn passes in
+(framework middleware would wrap it). In-process use through
+`httpx.ASGITransport` has no connection to break: a dropped connection is
+raised there as `ConnectionResetError`, which clients see as a broken
+connection too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .._enums import MessageStatus, SmsStatus
+from ._admin import AdminMixin
+from ._config import SandboxConfig
+from ._lifecycle import plan_timeline
+from ._requests import SandboxValidationError, normalise_send, parse_message_id
+from ._scheduler import CallbackJob, CallbackScheduler, reply_payload
+from ._state import AcceptedMessage, SandboxState, TokenBucket
+
+
+__all__ = ["Sandbox"]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+API_PREFIX = "/v1/api"
+_ERROR_MESSAGE = "Empty parameter or parameter validation error"
+_HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "unauthorized": (
+        401,
+        {
+            "name": "Unauthorized",
+            "message": "Your request was made with invalid credentials.",
+            "code": 0,
+            "status": 401,
+        },
+    ),
+    "rate_limited": (
+        429,
+        {
+            "name": "Too Many Requests",
+            "message": "Rate limit exceeded",
+            "code": 0,
+            "status": 429,
+        },
+    ),
+    "fault_500": (
+        500,
+        {
+            "name": "Internal server error",
+            "message": "The server encountered an unexpected condition which "
+            "prevented it from fulfilling the request",
+            "code": 2,
+            "status": 500,
+        },
+    ),
+    "no_balance": (
+        402,
+        {
+            "name": "Topup balance is required",
+            "message": "User balance is empty",
+            "code": 3,
+            "status": 402,
+        },
+    ),
+    "bad_json": (
+        400,
+        {
+            "name": "Bad Request",
+            "message": "Invalid JSON data in request body: Syntax error.",
+            "code": 0,
+            "status": 400,
+        },
+    ),
+    "not_found": (
+        404,
+        {"name": "Not Found", "message": "Page not found.", "code": 0, "status": 404},
+    ),
+}
+
+
+class _Dropped(Exception):
+    """The connection was dropped on purpose; nothing more to send."""
+
+
+class Sandbox(AdminMixin):
+    """The fake API: an ASGI app with recorded state.
+
+    Serve it with `serve_sandbox` (uvicorn on loopback), mount it in any ASGI
+    server, or call it in process through `httpx.ASGITransport`. Its Python
+    methods are safe to call from another thread than the one serving it.
+
+    Args:
+        config: The knobs; defaults to `SandboxConfig()`.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None) -> None:
+        self._config = config if config is not None else SandboxConfig()
+        self._state = SandboxState(self._config.first_message_id)
+        self._rng = random.Random(self._config.seed)
+        self._epoch = time.monotonic()
+        self._api_offset = 0.0
+        self._auth = _auth_table(self._config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: CallbackScheduler | None = None
+
+    # -- configuration and state -------------------------------------------
+
+    @property
+    def config(self) -> SandboxConfig:
+        """The knobs in force."""
+        return self._config
+
+    def configure(self, **changes: Any) -> SandboxConfig:
+        """Change some knobs, keeping the recorded state. Returns the new config."""
+        return self._apply(self._config.replace(**changes), clear=False)
+
+    def reset(self, config: SandboxConfig | None = None) -> None:
+        """Forget every request, message and callback; optionally change config.
+
+        Callbacks planned before the reset are dropped. API time starts over.
+        """
+        self._apply(config if config is not None else self._config, clear=True)
+
+    def _apply(self, config: SandboxConfig, *, clear: bool) -> SandboxConfig:
+        with self._state.lock:
+            now = self.api_time()
+            self._config = config
+            self._auth = _auth_table(config)
+            self._state.buckets.clear()
+            if clear:
+                self._state.clear(config.first_message_id)
+                self._rng = random.Random(config.seed)
+                self._api_offset = 0.0
+            else:
+                self._api_offset = now  # a new time scale must not jump the clock
+            self._epoch = time.monotonic()
+        self._wake_scheduler()
+        return config
+
+    def api_time(self) -> float:
+        """API seconds since the last reset (runs ``time_scale`` times real time)."""
+        elapsed = time.monotonic() - self._epoch
+        return self._api_offset + elapsed * self._config.time_scale
+
+    def advance(self, seconds: float) -> None:
+        """Move API time forward: statuses and callbacks due by then happen now."""
+        if seconds < 0:
+            raise ValueError("API time only moves forward")
+        with self._state.lock:
+            self._api_offset += seconds
+        self._wake_scheduler()
+
+    def messages(self) -> list[AcceptedMessage]:
+        """Every accepted message, in order of acceptance."""
+        with self._state.lock:
+            return list(self._state.messages.values())
+
+    def message(self, message_id: int) -> AcceptedMessage:
+        """One accepted message (KeyError if there is none with that ID)."""
+        with self._state.lock:
+            return self._state.messages[message_id]
+
+    def status_of(self, message_id: int) -> tuple[MessageStatus, SmsStatus | None]:
+        """The Viber and SMS statuses of a message now."""
+        return self.message(message_id).status_at(self.api_time())
+
+    def simulate_reply(self, message_id: int, text: str | None = None) -> None:
+        """Make the recipient of a message reply now (POSTed to its callback URL).
+
+        Raises:
+            KeyError: No message with that ID.
+            ValueError: The message has no callback URL.
+            RuntimeError: The sandbox has not served a request yet, so it has
+                no event loop to deliver from.
+        """
+        message = self.message(message_id)
+        url = message.payload.get("callback_url")
+        if not url:
+            raise ValueError(f"message {message_id} has no callback_url")
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the sandbox has not served any request yet")
+        reply = text if text is not None else self._config.reply_text
+        job = self._reply_job(message, str(url), reply)
+        loop.call_soon_threadsafe(self._schedule, self.api_time(), job)
+
+    async def aclose(self) -> None:
+        """Stop delivering callbacks (call on the loop that served requests)."""
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+            self._scheduler = None
+
+    # -- ASGI ----------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if self._scheduler is None:
+            self._start_scheduler()
+        path: str = scope["path"]
+        body = await _read_body(receive)
+        try:
+            if path.startswith("/__sandbox/"):
+                await self.handle_admin(scope["method"], path, body, send)
+            elif scope["method"] == "POST" and path == f"{API_PREFIX}/send-viber":
+                await self._api(scope, body, send, sending=True)
+            elif scope["method"] == "POST" and path == f"{API_PREFIX}/receive-viber":
+                await self._api(scope, body, send, sending=False)
+            else:
+                self._record(path, None, "not_found", 404, None, None)
+                await self._error(send, "not_found", {})
+        except _Dropped:
+            pass
+
+    async def _api(
+        self, scope: Scope, raw: bytes, send: Send, *, sending: bool
+    ) -> None:
+        config = self._config
+        path = scope["path"]
+        delay = self._latency(config)
+        key = self._authenticate(scope)
+        if key is None:
+            self._record(path, None, "unauthorized", 401, None, None)
+            await asyncio.sleep(delay)
+            await self._error(send, "unauthorized", {})
+            return
+        headers, allowed = self._rate_limit(key, config)
+        if not allowed:
+            self._record(path, key, "rate_limited", 429, None, None)
+            await asyncio.sleep(delay)
+            await self._error(send, "rate_limited", headers)
+            return
+        fault = self._pick_fault(config)
+        if fault in ("fault_500", "fault_502_html", "fault_disconnect_before"):
+            self._record(path, key, fault, _FAULT_STATUS[fault], None, None)
+            await asyncio.sleep(delay)
+            await self._fault(send, fault, headers)
+            return
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            self._record(path, key, "invalid", 400, None, None)
+            await asyncio.sleep(delay)
+            await self._error(send, "bad_json", headers)
+            return
+        if sending:
+            await self._send_viber(send, path, key, payload, headers, fault, delay)
+        else:
+            await self._receive_viber(send, path, key, payload, headers, delay)
+
+    async def _send_viber(
+        self,
+        send: Send,
+        path: str,
+        key: str,
+        payload: Any,
+        headers: dict[str, str],
+        fault: str | None,
+        delay: float,
+    ) -> None:
+        try:
+            message = normalise_send(payload)
+        except SandboxValidationError as error:
+            self._record(path, key, "invalid", 400, None, payload)
+            await asyncio.sleep(delay)
+            await self._invalid(send, error.field, headers)
+            return
+        accepted = self._accept(key, message)
+        if accepted is None:
+            self._record(path, key, "no_balance", 402, None, payload)
+            await asyncio.sleep(delay)
+            await self._error(send, "no_balance", headers)
+            return
+        outcome = fault or "accepted"
+        status = None if fault else 200
+        self._record(path, key, outcome, status, accepted.message_id, payload)
+        await asyncio.sleep(delay)
+        body = {"message_id": accepted.message_id}
+        if fault == "fault_disconnect_after":
+            await _drop(send)
+        if fault == "fault_truncated_body":
+            await _truncated(send, _json(body))
+        await _respond(send, 200, _json(body), headers)
+
+    async def _receive_viber(
+        self,
+        send: Send,
+        path: str,
+        key: str,
+        payload: Any,
+        headers: dict[str, str],
+        delay: float,
+    ) -> None:
+        now = self.api_time()
+        try:
+            message = self._lookup(parse_message_id(payload), now)
+        except SandboxValidationError as error:
+            self._record(path, key, "invalid", 400, None, payload)
+            await asyncio.sleep(delay)
+            await self._invalid(send, error.field, headers)
+            return
+        message_id = message.message_id
+        status, sms_status = message.status_at(now)
+        body: dict[str, Any] = {"message_id": message_id, "status": int(status)}
+        if sms_status is not None:
+            body["sms_message_id"] = message.timeline.sms_message_id
+            body["sms_message_status"] = int(sms_status)
+        with self._state.lock:
+            self._state.status_lookups += 1
+        self._record(path, key, "status", 200, message_id, payload)
+        await asyncio.sleep(delay)
+        await _respond(send, 200, _json(body), headers)
+
+    # -- pieces ---------------------------------------------------------------
+
+    def _lookup(self, message_id: int, now: float) -> AcceptedMessage:
+        with self._state.lock:
+            message = self._state.messages.get(message_id)
+        if message is None or now - message.accepted_at > self._config.status_retention:
+            raise SandboxValidationError("message_id")
+        return message
+
+    def _authenticate(self, scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return self._auth.get(value.strip())
+        return None
+
+    def _rate_limit(
+        self, key: str, config: SandboxConfig
+    ) -> tuple[dict[str, str], bool]:
+        if config.rate_limit is None:
+            return {}, True
+        now = time.monotonic()
+        with self._state.lock:
+            bucket = self._state.buckets.get(key)
+            if bucket is None:
+                bucket = TokenBucket(config.rate_limit, config.burst, now)
+                self._state.buckets[key] = bucket
+            allowed = bucket.take(now)
+            headers: dict[str, str] = {}
+            if config.rate_limit_headers:
+                headers = {
+                    "X-Rate-Limit-Limit": str(config.burst),
+                    "X-Rate-Limit-Remaining": str(int(bucket.tokens)),
+                    # Yii2 truncates to whole seconds.
+                    "X-Rate-Limit-Reset": str(int(bucket.seconds_until_full())),
+                }
+            if not allowed and config.retry_after_header:
+                headers["Retry-After"] = str(
+                    max(1, math.ceil(bucket.seconds_until_token()))
+                )
+        return headers, allowed
+
+    def _pick_fault(self, config: SandboxConfig) -> str | None:
+        roll = self._rng.random()
+        for name in _FAULT_ORDER:
+            probability: float = getattr(config, name)
+            if roll < probability:
+                return name
+            roll -= probability
+        return None
+
+    def _latency(self, config: SandboxConfig) -> float:
+        rng = self._rng
+        if (
+            config.latency_spike_probability
+            and rng.random() < config.latency_spike_probability
+        ):
+            with self._state.lock:
+                self._state.latency_spikes += 1
+            return config.latency_spike
+        base = config.latency
+        if base <= 0:
+            return 0.0
+        kind = config.latency_distribution
+        if kind == "uniform":
+            return rng.uniform(0, 2 * base)
+        if kind == "exponential":
+            return rng.expovariate(1 / base)
+        if kind == "lognormal":
+            return rng.lognormvariate(math.log(base), 0.5)
+        return base
+
+    def _accept(self, key: str, payload: dict[str, Any]) -> AcceptedMessage | None:
+        config = self._config
+        state = self._state
+        with state.lock:
+            if config.balance is not None and state.spent >= config.balance:
+                return None
+            state.spent += 1
+            message_id = state.next_message_id
+            state.next_message_id += 1
+            timeline = plan_timeline(payload, config, self._rng, state.next_sms_id)
+            if timeline.sms_message_id is not None:
+                state.next_sms_id += 1
+            message = AcceptedMessage(
+                message_id, payload, key, self.api_time(), timeline
+            )
+            state.messages[message_id] = message
+            pair = (message.receiver, message.text)
+            if state.seen_pairs[pair]:
+                state.duplicates += 1
+            state.seen_pairs[pair] += 1
+            generation = state.generation
+        url = payload.get("callback_url")
+        if url:
+            self._plan_callbacks(message, str(url), generation)
+        return message
+
+    def _record(
+        self,
+        path: str,
+        key: str | None,
+        outcome: str,
+        status: int | None,
+        message_id: int | None,
+        payload: Any,
+    ) -> None:
+        self._state.record_request(
+            path=path,
+            access_key=key,
+            outcome=outcome,
+            http_status=status,
+            message_id=message_id,
+            payload=payload,
+            keep=self._config.record_requests,
+        )
+
+    async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:
+        status, body = _ERRORS[kind]
+        if self._config.errors_with_http_200:
+            status = 200
+        await _respond(send, status, _json(body), headers)
+
+    async def _invalid(
+        self, send: Send, field: str, headers: Mapping[str, str]
+    ) -> None:
+        body = {
+            "name": f"Invalid Parameter: {field}",
+            "message": _ERROR_MESSAGE,
+            "code": 1,
+            "status": 400,
+        }
+        status = 200 if self._config.errors_with_http_200 else 400
+        await _respond(send, status, _json(body), headers)
+
+    async def _fault(self, send: Send, fault: str, headers: Mapping[str, str]) -> None:
+        if fault == "fault_500":
+            await self._error(send, "fault_500", headers)
+        elif fault == "fault_502_html":
+            # A gateway's page: its own status and content type, whatever the mode.
+            await _respond(send, 502, _HTML_502, {}, content_type=b"text/html")
+        else:
+            await _drop(send)
+
+    # -- callbacks -------------------------------------------------------------
+
+    def _start_scheduler(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._scheduler = CallbackScheduler(
+            self._state,
+            self.api_time,
+            lambda: self._config.time_scale,
+            lambda: (self._config.callback_timeout, self._config.callback_attempts),
+        )
+
+    def _schedule(self, due: float, job: CallbackJob) -> None:
+        if self._scheduler is not None:
+            self._scheduler.schedule(due, job)
+
+    def _wake_scheduler(self) -> None:
+        loop, scheduler = self._loop, self._scheduler
+        if loop is not None and scheduler is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(scheduler.wake)
+
+    def _plan_callbacks(
+        self, message: AcceptedMessage, url: str, generation: int
+    ) -> None:
+        for offset, _, _ in message.timeline.events:
+            if offset > 0:
+                job = CallbackJob(
+                    url,
+                    "status",
+                    generation,
+                    self._status_builder(message, offset, generation),
+                    message.message_id,
+                )
+                self._schedule(message.accepted_at + offset, job)
+        if message.timeline.reply_at is not None:
+            job = self._reply_job(message, url, self._config.reply_text)
+            self._schedule(message.accepted_at + message.timeline.reply_at, job)
+
+    def _status_builder(
+        self, message: AcceptedMessage, offset: float, generation: int
+    ) -> Callable[[], dict[str, Any] | None]:
+        def build() -> dict[str, Any] | None:
+            if generation != self._state.generation:
+                return None
+            status, sms_status = message.timeline.status_at(offset)
+            payload: dict[str, Any] = {
+                "message_id": message.message_id,
+                "status": int(status),
+            }
+            if sms_status is not None:
+                payload["sms_message_id"] = message.timeline.sms_message_id
+                payload["sms_message_status"] = int(sms_status)
+            return payload
+
+        return build
+
+    def _reply_job(self, message: AcceptedMessage, url: str, text: str) -> CallbackJob:
+        generation = self._state.generation
+        token = self._rng.randrange(10**13, 10**14)
+
+        def build() -> dict[str, Any] | None:
+            if generation != self._state.generation:
+                return None
+            return reply_payload(message.message_id, message.receiver, text, token)
+
+        return CallbackJob(url, "reply", generation, build, message.message_id)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+_FAULT_ORDER = (
+    "fault_500",
+    "fault_502_html",
+    "fault_disconnect_before",
+    "fault_disconnect_after",
+    "fault_truncated_body",
+)
+_FAULT_STATUS: dict[str, int | None] = {
+    "fault_500": 500,
+    "fault_502_html": 502,
+    "fault_disconnect_before": None,
+}
+
+
+def _auth_table(config: SandboxConfig) -> dict[bytes, str]:
+    """Accepted Authorization header values: base64(key), and curl's base64(key:)."""
+    table: dict[bytes, str] = {}
+    for key in config.access_keys:
+        for raw in (key, f"{key}:"):
+            token = base64.b64encode(raw.encode()).decode("ascii")
+            table[f"Basic {token}".encode()] = key
+    return table
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            raise _Dropped
+        chunks.append(event.get("body", b""))
+        if not event.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    content_type: bytes = b"application/json; charset=UTF-8",
+) -> None:
+    raw_headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send(
+        {"type": "http.response.start", "status": status, "headers": raw_headers}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _transport(send: Send) -> asyncio.Transport | None:
+    # uvicorn's send is a bound method of its request/response cycle, which
+    # holds the connection's transport.
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+async def _drop(send: Send) -> None:
+    """Break the connection without an answer, like a crashing server."""
+    transport = _transport(send)
+    if transport is None:
+        raise ConnectionResetError("the sandbox dropped the connection")
+    transport.abort()
+    # Let uvicorn see the disconnect before the app returns, so it does not
+    # try to answer on our behalf.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    raise _Dropped
+
+
+async def _truncated(send: Send, body: bytes) -> None:
+    """Start the answer, send half of it, then break the connection."""
+    headers = [
+        (b"content-type", b"application/json; charset=UTF-8"),
+        (b"content-length", str(len(body) + 10).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send(
+        {
+            "type": "http.response.body",
+            "body": body[: len(body) // 2],
+            "more_body": True,
+        }
+    )
+    await _drop(send)
+
+
+def _dict(value: Any) -> Any:
+    return attrs.asdict(value) if attrs.has(type(value)) else value

@@ -1,0 +1,183 @@
+"""`SandboxConfig`: every knob of the fake API, with safe defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+
+__all__ = ["LatencyDistribution", "SandboxConfig"]
+
+LatencyDistribution = Literal["fixed", "uniform", "exponential", "lognormal"]
+
+_PROBABILITIES = (
+    "fault_500",
+    "fault_502_html",
+    "fault_disconnect_before",
+    "fault_disconnect_after",
+    "fault_truncated_body",
+    "latency_spike_probability",
+    "undelivered_fraction",
+    "rejected_fraction",
+    "error_fraction",
+    "seen_fraction",
+    "sms_undeliverable_fraction",
+    "reply_fraction",
+)
+
+
+def _check(
+    instance: SandboxConfig, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    name = attribute.name
+    if name in _PROBABILITIES and not 0.0 <= value <= 1.0:
+        raise ValueError(f"SandboxConfig.{name} must be in [0, 1]")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ValueError(f"SandboxConfig.{name} must not be negative")
+
+
+@attrs.frozen(kw_only=True)
+class SandboxConfig:
+    """Every knob of the sandbox. The defaults make a polite, fault-free API.
+
+    Times are in seconds. Lifecycle times are in *API time*, which runs
+    ``time_scale`` times faster than real time; rate limits and latencies are
+    real time.
+
+    Attributes:
+        access_key: The key clients must send (``Authorization: Basic
+            base64(key)``; the curl form ``base64(key:)`` works too).
+        extra_access_keys: More accepted keys; each has its own rate limit.
+        rate_limit: Requests per second allowed per key (a token bucket), or
+            None for no limit.
+        burst: Size of the token bucket: requests allowed at once.
+        retry_after_header: Send ``Retry-After`` (whole seconds) with 429s.
+        rate_limit_headers: Send Yii2's ``X-Rate-Limit-Limit`` (the bucket
+            size), ``-Remaining`` and ``-Reset`` (whole seconds until the bucket
+            is full) with every answer.
+        errors_with_http_200: Answer every error body with HTTP 200, as the
+            vendor SDKs assume the API does.
+        fault_500: Probability of a 500 with the documented body (not accepted).
+        fault_502_html: Probability of a proxy-style HTML 502 page (not accepted).
+        fault_disconnect_before: Probability of dropping the connection before
+            the message is accepted.
+        fault_disconnect_after: Probability of dropping the connection after the
+            message was accepted (the ambiguous case).
+        fault_truncated_body: Probability of accepting the message, then cutting
+            the answer mid-body.
+        latency: Typical answer latency (the median; 0 for none).
+        latency_distribution: ``fixed``, ``uniform`` (0 to 2x), ``exponential``
+            or ``lognormal`` (sigma 0.5) around *latency*.
+        latency_spike_probability: Probability of a spike of *latency_spike*
+            seconds instead (to provoke read timeouts).
+        latency_spike: Length of a latency spike.
+        balance: Messages the account can still pay for (None: unlimited);
+            past it, sends get 402 (code 3).
+        time_scale: How much faster API time runs than real time.
+        sent_after: API seconds from acceptance (pending) to sent.
+        delivered_after: Typical API seconds from sent to delivered (0.5x to
+            1.5x at random).
+        seen_after: API seconds from delivered to seen.
+        seen_fraction: Fraction of delivered messages that get seen.
+        undelivered_fraction: Fraction that end undelivered.
+        rejected_fraction: Fraction that end rejected.
+        error_fraction: Fraction that end in error.
+        undelivered_after: API seconds until an undeliverable message without
+            ``validity_period`` is reported undelivered.
+        sms_delivered_after: API seconds from the SMS fallback to its outcome.
+        sms_undeliverable_fraction: Fraction of SMS fallbacks that fail.
+        reply_fraction: Fraction of delivered 2Way messages (206/208) that get
+            a simulated user reply.
+        reply_after: API seconds from delivered to the reply.
+        reply_text: Text of simulated replies.
+        status_retention: API seconds a message can be looked up (5 days).
+        callback_timeout: Real seconds to wait for a callback receiver.
+        callback_attempts: Delivery attempts per callback (1 = no redelivery).
+        first_message_id: ID of the first accepted message.
+        seed: Seed of the random choices (faults, fates), for reproducible runs.
+        record_requests: Keep a record of every request (turn off for long
+            benchmarks).
+    """
+
+    access_key: str = "sandbox-access-key"
+    extra_access_keys: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    rate_limit: float | None = attrs.field(default=None, validator=_check)
+    burst: int = attrs.field(default=10, validator=_check)
+    retry_after_header: bool = False
+    rate_limit_headers: bool = False
+    errors_with_http_200: bool = False
+    fault_500: float = attrs.field(default=0.0, validator=_check)
+    fault_502_html: float = attrs.field(default=0.0, validator=_check)
+    fault_disconnect_before: float = attrs.field(default=0.0, validator=_check)
+    fault_disconnect_after: float = attrs.field(default=0.0, validator=_check)
+    fault_truncated_body: float = attrs.field(default=0.0, validator=_check)
+    latency: float = attrs.field(default=0.0, validator=_check)
+    latency_distribution: LatencyDistribution = attrs.field(
+        default="fixed",
+        validator=attrs.validators.in_(
+            ("fixed", "uniform", "exponential", "lognormal")
+        ),
+    )
+    latency_spike_probability: float = attrs.field(default=0.0, validator=_check)
+    latency_spike: float = attrs.field(default=5.0, validator=_check)
+    balance: int | None = attrs.field(default=None, validator=_check)
+    time_scale: float = attrs.field(default=1.0, validator=_check)
+    sent_after: float = attrs.field(default=1.0, validator=_check)
+    delivered_after: float = attrs.field(default=2.0, validator=_check)
+    seen_after: float = attrs.field(default=5.0, validator=_check)
+    seen_fraction: float = attrs.field(default=0.7, validator=_check)
+    undelivered_fraction: float = attrs.field(default=0.0, validator=_check)
+    rejected_fraction: float = attrs.field(default=0.0, validator=_check)
+    error_fraction: float = attrs.field(default=0.0, validator=_check)
+    undelivered_after: float = attrs.field(default=30.0, validator=_check)
+    sms_delivered_after: float = attrs.field(default=3.0, validator=_check)
+    sms_undeliverable_fraction: float = attrs.field(default=0.0, validator=_check)
+    reply_fraction: float = attrs.field(default=0.0, validator=_check)
+    reply_after: float = attrs.field(default=3.0, validator=_check)
+    reply_text: str = "Yes, please"
+    status_retention: float = attrs.field(default=5 * 86400.0, validator=_check)
+    callback_timeout: float = attrs.field(default=5.0, validator=_check)
+    callback_attempts: int = attrs.field(default=1, validator=_check)
+    first_message_id: int = attrs.field(default=1000, validator=_check)
+    seed: int | None = None
+    record_requests: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.time_scale <= 0:
+            raise ValueError("SandboxConfig.time_scale must be > 0")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ValueError("SandboxConfig.rate_limit must be > 0 or None")
+        if self.burst < 1:
+            raise ValueError("SandboxConfig.burst must be >= 1")
+        if self.callback_attempts < 1:
+            raise ValueError("SandboxConfig.callback_attempts must be >= 1")
+        fates = self.undelivered_fraction + self.rejected_fraction + self.error_fraction
+        if fates > 1.0:
+            raise ValueError(
+                "the undelivered, rejected and error fractions add up to > 1"
+            )
+        faults = (
+            self.fault_500
+            + self.fault_502_html
+            + self.fault_disconnect_before
+            + self.fault_disconnect_after
+            + self.fault_truncated_body
+        )
+        if faults > 1.0:
+            raise ValueError("the fault probabilities add up to > 1")
+
+    @property
+    def access_keys(self) -> tuple[str, ...]:
+        """Every accepted key."""
+        return (self.access_key, *self.extra_access_keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The knobs as a JSON-friendly dict."""
+        data = attrs.asdict(self)
+        data["extra_access_keys"] = list(self.extra_access_keys)
+        return data
+
+    def replace(self, **changes: Any) -> SandboxConfig:
+        """A copy with some knobs changed (validated again)."""
+        return attrs.evolve(self, **changes)

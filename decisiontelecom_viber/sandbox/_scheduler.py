@@ -1,0 +1,161 @@
+"""Callbacks: status changes and 2Way replies POSTed when they fall due.
+
+One task per sandbox keeps a heap of due jobs in API time and starts a
+delivery task for each job that falls due, so a slow receiver delays nothing
+else. Jobs carry the sandbox's generation: a reset makes older jobs void.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import httpx
+
+from ._state import CallbackRecord, SandboxState
+
+
+__all__ = ["CallbackJob", "CallbackScheduler"]
+
+logger = logging.getLogger("decisiontelecom_viber.sandbox")
+
+
+@attrs.frozen
+class CallbackJob:
+    """A callback to POST: a status change (built when due) or a reply."""
+
+    url: str
+    kind: str
+    generation: int
+    build: Callable[[], Mapping[str, Any] | None]
+    message_id: int
+
+
+class CallbackScheduler:
+    """Delivers callbacks when they fall due, on the sandbox's event loop."""
+
+    def __init__(
+        self,
+        state: SandboxState,
+        api_time: Callable[[], float],
+        time_scale: Callable[[], float],
+        delivery: Callable[[], tuple[float, int]],
+    ) -> None:
+        self._state = state
+        self._api_time = api_time
+        self._time_scale = time_scale
+        self._delivery = delivery  # () -> (timeout, attempts), read when used
+        self._heap: list[tuple[float, int, CallbackJob]] = []
+        self._order = itertools.count()
+        self._wake = asyncio.Event()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        # The last delivery per message: a message's callbacks arrive in order.
+        self._last: dict[int, asyncio.Task[None]] = {}
+        self._client = httpx.AsyncClient(follow_redirects=False)
+        self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._run(), name="sandbox-callbacks"
+        )
+
+    def schedule(self, due: float, job: CallbackJob) -> None:
+        """Deliver *job* at API time *due* (call on the sandbox's loop)."""
+        heapq.heappush(self._heap, (due, next(self._order), job))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Re-check due times now (after the API clock jumped)."""
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Jobs not yet due plus deliveries under way."""
+        return len(self._heap) + len(self._deliveries)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._heap:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            due = self._heap[0][0]
+            wait = (due - self._api_time()) / self._time_scale()
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            _, _, job = heapq.heappop(self._heap)
+            previous = self._last.get(job.message_id)
+            task = asyncio.create_task(self._deliver(job, previous))
+            self._deliveries.add(task)
+            self._last[job.message_id] = task
+            task.add_done_callback(functools.partial(self._forget, job.message_id))
+
+    def _forget(self, message_id: int, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        if self._last.get(message_id) is task:
+            del self._last[message_id]
+
+    async def _deliver(
+        self, job: CallbackJob, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        payload = job.build()
+        if payload is None:  # the sandbox was reset since
+            return
+        timeout, attempts = self._delivery()
+        for attempt in range(1, attempts + 1):
+            status: int | None = None
+            error: str | None = None
+            try:
+                response = await self._client.post(
+                    job.url, json=payload, timeout=timeout
+                )
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            record = CallbackRecord(job.url, payload, job.kind, status, error, attempt)
+            with self._state.lock:
+                if job.generation != self._state.generation:
+                    return
+                self._state.callbacks.append(record)
+                if record.delivered:
+                    self._state.callbacks_sent += 1
+                    if job.kind == "reply":
+                        self._state.replies_sent += 1
+                else:
+                    self._state.callbacks_failed += 1
+            if record.delivered:
+                return
+            if attempt < attempts:
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
+        logger.info("callback to %s failed after %d attempt(s)", job.url, attempts)
+
+    async def aclose(self) -> None:
+        """Stop delivering and close the HTTP client."""
+        tasks = [t for t in (self._task, *self._deliveries) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        await self._client.aclose()
+
+
+def reply_payload(
+    message_id: int, phone_number: str, text: str, token: int
+) -> dict[str, Any]:
+    """A 2Way reply in the documented shape."""
+    return {
+        "message_token": token,
+        "phone_number": phone_number,
+        "time": int(time.time()),
+        "message": {"text": text, "tracking_data": f"tracking_id:{message_id}"},
+    }

@@ -1,0 +1,213 @@
+"""`serve_sandbox`: the sandbox under uvicorn, on a free loopback port, in a thread.
+
+A thread of its own keeps the sandbox's event loop independent of the test's
+(or the demo's): a busy client cannot stall the server it measures, and the
+same server works from synchronous and asynchronous code alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from ._app import API_PREFIX, Sandbox
+from ._config import SandboxConfig
+
+
+__all__ = ["SandboxServer", "serve_sandbox"]
+
+_START_TIMEOUT = 15.0
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "serving the sandbox needs uvicorn: "
+            "pip install 'decisiontelecom-viber[sandbox]'"
+        ) from error
+    return uvicorn
+
+
+class SandboxServer:
+    """A sandbox served by uvicorn; use it as a (sync or async) context manager.
+
+    Attributes:
+        sandbox: The `Sandbox` app, to inspect and steer.
+        host: The interface served on.
+    """
+
+    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0):
+        self.sandbox = sandbox
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port (known once started)."""
+        if self._port is None:
+            raise RuntimeError("the sandbox server is not running")
+        return self._port
+
+    @property
+    def root_url(self) -> str:
+        """``http://HOST:PORT``, where ``/__sandbox/`` lives."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL to give `AsyncViberClient` (ends in ``/v1/api``)."""
+        return f"{self.root_url}{API_PREFIX}"
+
+    @property
+    def access_key(self) -> str:
+        """The access key the sandbox accepts."""
+        return self.sandbox.config.access_key
+
+    def start(self) -> SandboxServer:
+        """Start serving in a background thread (returns when ready)."""
+        self._launch()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the sandbox server did not start in time")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(_START_TIMEOUT)
+            self._thread = None
+        self._port = None
+
+    async def astart(self) -> SandboxServer:
+        """Like `start`, without blocking the running event loop."""
+        self._launch()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not self._ready():
+            if time.monotonic() > deadline:
+                await self.astop()
+                raise RuntimeError("the sandbox server did not start in time")
+            await asyncio.sleep(0.005)
+        return self
+
+    async def astop(self) -> None:
+        """Like `stop`, without blocking the running event loop."""
+        if self._server is not None:
+            self._server.should_exit = True
+        thread = self._thread
+        if thread is not None:
+            deadline = time.monotonic() + _START_TIMEOUT
+            while thread.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110 - a thread, not a task
+                await asyncio.sleep(0.005)
+            self._thread = None
+        self._port = None
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> SandboxServer:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not running"
+        return f"<SandboxServer {where}>"
+
+    def _launch(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("the sandbox server is already running")
+        uvicorn = _uvicorn()
+        config = uvicorn.Config(
+            self.sandbox,
+            host=self.host,
+            port=self._requested_port,
+            loop="asyncio",
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            # Longer than clients keep idle connections, so the server never
+            # closes one under a request in flight.
+            timeout_keep_alive=30,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._serve, name="viber-sandbox", daemon=True
+        )
+        self._thread.start()
+
+    def _ready(self) -> bool:
+        if self._error is not None or (
+            self._thread is not None and not self._thread.is_alive()
+        ):
+            raise RuntimeError(
+                f"the sandbox server failed to start: {self._error!r}"
+            ) from self._error
+        server = self._server
+        if not server.started:
+            return False
+        self._port = int(server.servers[0].sockets[0].getsockname()[1])
+        return True
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._server.serve())
+            loop.run_until_complete(self.sandbox.aclose())
+        except BaseException as error:  # noqa: BLE001 - reported to the starter
+            self._error = error
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+def serve_sandbox(
+    config: SandboxConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    sandbox: Sandbox | None = None,
+) -> SandboxServer:
+    """Serve a sandbox under uvicorn on loopback (a free port by default).
+
+    Use the result as ``with serve_sandbox(...) as server:`` or ``async with``;
+    it has ``.base_url`` (ending in ``/v1/api``), ``.access_key`` and
+    ``.sandbox``.
+
+    Args:
+        config: The knobs (ignored when *sandbox* is given).
+        host: Interface to listen on.
+        port: TCP port; 0 picks a free one.
+        sandbox: An existing `Sandbox` to serve.
+    """
+    app = sandbox if sandbox is not None else Sandbox(config)
+    return SandboxServer(app, host=host, port=port)

@@ -1,0 +1,259 @@
+"""What the sandbox saw: requests, accepted messages, callbacks, counters.
+
+The sandbox serves from its own thread while tests read this from theirs, so
+every change and every read goes through one lock; reads return copies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .._enums import MessageStatus, SmsStatus
+from ._lifecycle import Timeline
+
+
+__all__ = [
+    "AcceptedMessage",
+    "CallbackRecord",
+    "RequestRecord",
+    "SandboxState",
+    "SandboxStats",
+    "TokenBucket",
+]
+
+
+@attrs.frozen
+class RequestRecord:
+    """One request the sandbox answered (or dropped).
+
+    Attributes:
+        sequence: 0-based order of arrival.
+        path: The request path.
+        access_key: The valid key used, or None when authentication failed.
+        outcome: ``accepted``, ``status``, ``invalid``, ``unauthorized``,
+            ``rate_limited``, ``no_balance``, ``fault_500``, ``fault_502_html``,
+            ``fault_disconnect_before``, ``fault_disconnect_after``,
+            ``fault_truncated_body`` or ``not_found``.
+        http_status: The status sent, or None when the connection was dropped.
+        message_id: The message concerned, if any.
+        payload: The JSON body as received (None if it was not JSON).
+        at: Unix time of arrival.
+    """
+
+    sequence: int
+    path: str
+    access_key: str | None
+    outcome: str
+    http_status: int | None
+    message_id: int | None
+    payload: Any
+    at: float
+
+
+@attrs.frozen
+class AcceptedMessage:
+    """A message the sandbox accepted (and would charge for).
+
+    Attributes:
+        message_id: Its ID.
+        payload: The request body, normalised (unset fields removed).
+        access_key: The key that sent it.
+        accepted_at: API time of acceptance (see `Sandbox.api_time`).
+        timeline: Its planned status changes.
+    """
+
+    message_id: int
+    payload: Mapping[str, Any]
+    access_key: str
+    accepted_at: float
+    timeline: Timeline
+
+    @property
+    def receiver(self) -> str:
+        """The recipient (``destination_addr``)."""
+        return str(self.payload["destination_addr"])
+
+    @property
+    def text(self) -> str | None:
+        """The message text, if any."""
+        text = self.payload.get("text")
+        return text if isinstance(text, str) else None
+
+    def status_at(self, api_time: float) -> tuple[MessageStatus, SmsStatus | None]:
+        """Viber and SMS statuses at *api_time*."""
+        return self.timeline.status_at(api_time - self.accepted_at)
+
+
+@attrs.frozen
+class CallbackRecord:
+    """One callback POST the sandbox made.
+
+    Attributes:
+        url: The callback URL.
+        payload: The JSON body sent.
+        kind: ``status`` or ``reply``.
+        http_status: The receiver's answer, or None if it could not be reached.
+        error: Why delivery failed, if it did.
+        attempt: Delivery attempt number (1-based).
+    """
+
+    url: str
+    payload: Mapping[str, Any]
+    kind: str
+    http_status: int | None
+    error: str | None
+    attempt: int
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the receiver answered 2xx."""
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+
+@attrs.frozen
+class SandboxStats:
+    """Counters since the last reset.
+
+    Attributes:
+        requests: Requests received.
+        accepted: Messages accepted.
+        outcomes: Requests per outcome (see `RequestRecord.outcome`).
+        duplicates: Accepted messages that repeat an earlier (receiver, text).
+        status_lookups: Successful status lookups.
+        callbacks_sent: Callback deliveries answered 2xx.
+        callbacks_failed: Callback attempts that failed.
+        replies_sent: Simulated 2Way replies delivered.
+        latency_spikes: Latency spikes injected.
+    """
+
+    requests: int
+    accepted: int
+    outcomes: Mapping[str, int]
+    duplicates: int
+    status_lookups: int
+    callbacks_sent: int
+    callbacks_failed: int
+    replies_sent: int
+    latency_spikes: int
+
+    @property
+    def rate_limited(self) -> int:
+        """429 answers."""
+        return self.outcomes.get("rate_limited", 0)
+
+    @property
+    def faults(self) -> dict[str, int]:
+        """Injected faults by type."""
+        return {k: v for k, v in self.outcomes.items() if k.startswith("fault_")}
+
+
+class TokenBucket:
+    """A token bucket in real time: *rate* tokens per second, *burst* at most."""
+
+    __slots__ = ("_last", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self._last = now
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one."""
+        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def seconds_until_token(self) -> float:
+        """Seconds until one token is available."""
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    def seconds_until_full(self) -> float:
+        """Seconds until the bucket is full again."""
+        return max(0.0, (self.burst - self.tokens) / self.rate)
+
+
+class SandboxState:
+    """Everything recorded since the last reset, behind one lock."""
+
+    def __init__(self, first_message_id: int) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.clear(first_message_id)
+
+    def clear(self, first_message_id: int) -> None:
+        """Forget everything; callbacks planned before are dropped.
+
+        Call it under the lock, or before the state is shared.
+        """
+        self.generation += 1
+        self.requests: list[RequestRecord] = []
+        self.messages: dict[int, AcceptedMessage] = {}
+        self.callbacks: list[CallbackRecord] = []
+        self.buckets: dict[str, TokenBucket] = {}
+        self.outcomes: Counter[str] = Counter()
+        self.seen_pairs: Counter[tuple[str, str | None]] = Counter()
+        self.request_count = 0
+        self.duplicates = 0
+        self.status_lookups = 0
+        self.callbacks_sent = 0
+        self.callbacks_failed = 0
+        self.replies_sent = 0
+        self.latency_spikes = 0
+        self.next_message_id = first_message_id
+        self.next_sms_id = first_message_id * 10
+        self.spent = 0
+
+    def record_request(
+        self,
+        *,
+        path: str,
+        access_key: str | None,
+        outcome: str,
+        http_status: int | None,
+        message_id: int | None,
+        payload: Any,
+        keep: bool,
+    ) -> None:
+        """Count a request (and keep its record when *keep*)."""
+        with self.lock:
+            sequence = self.request_count
+            self.request_count += 1
+            self.outcomes[outcome] += 1
+            if keep:
+                self.requests.append(
+                    RequestRecord(
+                        sequence,
+                        path,
+                        access_key,
+                        outcome,
+                        http_status,
+                        message_id,
+                        payload,
+                        time.time(),
+                    )
+                )
+
+    def stats(self) -> SandboxStats:
+        """A snapshot of the counters."""
+        with self.lock:
+            return SandboxStats(
+                requests=self.request_count,
+                accepted=len(self.messages),
+                outcomes=dict(self.outcomes),
+                duplicates=self.duplicates,
+                status_lookups=self.status_lookups,
+                callbacks_sent=self.callbacks_sent,
+                callbacks_failed=self.callbacks_failed,
+                replies_sent=self.replies_sent,
+                latency_spikes=self.latency_spikes,
+            )
