@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from decisiontelecom_viber import (
     ViberMessage,
 )
 from decisiontelecom_viber.sandbox import Sandbox, SandboxConfig, SandboxServer
+from decisiontelecom_viber.sandbox._faults import sample_latency
 
 from .helpers import eventually
 from .servers import Recorder, serve_in_thread
@@ -412,8 +414,8 @@ def test_latency_distributions(
 ) -> None:
     """Latency samples follow the configured distribution around 0.1 s."""
     config = SandboxConfig(latency=0.1, latency_distribution=distribution, seed=1)  # type: ignore[arg-type]
-    sandbox = Sandbox(config)
-    samples = sorted(sandbox._latency(config) for _ in range(4000))
+    rng = random.Random(1)
+    samples = sorted(sample_latency(config, rng)[0] for _ in range(4000))
 
     median = samples[len(samples) // 2]
     assert low_median <= median <= high_median

@@ -1,105 +1,49 @@
 """`Sandbox`: the fake DecisionTelecom Viber API as a plain ASGI app.
 
-Plain ASGI rather than a framework, for one reason beyond speed: to break a
-connection the way a crashing server does, the sandbox needs uvicorn's
-transport, which it reaches through the ``send`` callable uvicorn passes in
-(framework middleware would wrap it). In-process use through
-`httpx.ASGITransport` has no connection to break: a dropped connection is
-raised there as `ConnectionResetError`, which clients see as a broken
-connection too.
+Plain ASGI rather than a framework, for speed and because breaking a
+connection needs uvicorn's own ``send`` callable (see `_http`), which
+framework middleware would wrap.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import attrs
 
 from .._enums import MessageStatus, SmsStatus
 from ._admin import AdminMixin
 from ._config import SandboxConfig
+from ._faults import FAULT_STATUS, pick_fault, sample_latency
+from ._http import (
+    ERROR_BODIES,
+    HTML_502,
+    Dropped,
+    Receive,
+    Scope,
+    Send,
+    auth_table,
+    drop,
+    invalid_parameter,
+    read_body,
+    respond,
+    to_json,
+    truncated,
+)
 from ._lifecycle import plan_timeline
 from ._requests import SandboxValidationError, normalise_send, parse_message_id
-from ._scheduler import CallbackJob, CallbackScheduler, reply_payload
+from ._scheduler import CallbackJob, CallbackScheduler, reply_job, status_jobs
 from ._state import AcceptedMessage, SandboxState, TokenBucket
 
 
 __all__ = ["Sandbox"]
 
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
 
 API_PREFIX = "/v1/api"
-_ERROR_MESSAGE = "Empty parameter or parameter validation error"
-_HTML_502 = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    b"</body>\r\n</html>\r\n"
-)
-_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
-    "unauthorized": (
-        401,
-        {
-            "name": "Unauthorized",
-            "message": "Your request was made with invalid credentials.",
-            "code": 0,
-            "status": 401,
-        },
-    ),
-    "rate_limited": (
-        429,
-        {
-            "name": "Too Many Requests",
-            "message": "Rate limit exceeded",
-            "code": 0,
-            "status": 429,
-        },
-    ),
-    "fault_500": (
-        500,
-        {
-            "name": "Internal server error",
-            "message": "The server encountered an unexpected condition which "
-            "prevented it from fulfilling the request",
-            "code": 2,
-            "status": 500,
-        },
-    ),
-    "no_balance": (
-        402,
-        {
-            "name": "Topup balance is required",
-            "message": "User balance is empty",
-            "code": 3,
-            "status": 402,
-        },
-    ),
-    "bad_json": (
-        400,
-        {
-            "name": "Bad Request",
-            "message": "Invalid JSON data in request body: Syntax error.",
-            "code": 0,
-            "status": 400,
-        },
-    ),
-    "not_found": (
-        404,
-        {"name": "Not Found", "message": "Page not found.", "code": 0, "status": 404},
-    ),
-}
-
-
-class _Dropped(Exception):
-    """The connection was dropped on purpose; nothing more to send."""
 
 
 class Sandbox(AdminMixin):
@@ -119,7 +63,7 @@ class Sandbox(AdminMixin):
         self._rng = random.Random(self._config.seed)
         self._epoch = time.monotonic()
         self._api_offset = 0.0
-        self._auth = _auth_table(self._config)
+        self._auth = auth_table(self._config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: CallbackScheduler | None = None
 
@@ -145,7 +89,7 @@ class Sandbox(AdminMixin):
         with self._state.lock:
             now = self.api_time()
             self._config = config
-            self._auth = _auth_table(config)
+            self._auth = auth_table(config)
             self._state.buckets.clear()
             if clear:
                 self._state.clear(config.first_message_id)
@@ -221,7 +165,7 @@ class Sandbox(AdminMixin):
         if self._scheduler is None:
             self._start_scheduler()
         path: str = scope["path"]
-        body = await _read_body(receive)
+        body = await read_body(receive)
         try:
             if path.startswith("/__sandbox/"):
                 await self.handle_admin(scope["method"], path, body, send)
@@ -232,7 +176,7 @@ class Sandbox(AdminMixin):
             else:
                 self._record(path, None, "not_found", 404, None, None)
                 await self._error(send, "not_found", {})
-        except _Dropped:
+        except Dropped:
             pass
 
     async def _api(
@@ -253,9 +197,9 @@ class Sandbox(AdminMixin):
             await asyncio.sleep(delay)
             await self._error(send, "rate_limited", headers)
             return
-        fault = self._pick_fault(config)
-        if fault in ("fault_500", "fault_502_html", "fault_disconnect_before"):
-            self._record(path, key, fault, _FAULT_STATUS[fault], None, None)
+        fault = pick_fault(config, self._rng)
+        if fault in FAULT_STATUS:
+            self._record(path, key, fault, FAULT_STATUS[fault], None, None)
             await asyncio.sleep(delay)
             await self._fault(send, fault, headers)
             return
@@ -300,10 +244,10 @@ class Sandbox(AdminMixin):
         await asyncio.sleep(delay)
         body = {"message_id": accepted.message_id}
         if fault == "fault_disconnect_after":
-            await _drop(send)
+            await drop(send)
         if fault == "fault_truncated_body":
-            await _truncated(send, _json(body))
-        await _respond(send, 200, _json(body), headers)
+            await truncated(send, to_json(body))
+        await respond(send, 200, to_json(body), headers)
 
     async def _receive_viber(
         self,
@@ -332,7 +276,7 @@ class Sandbox(AdminMixin):
             self._state.status_lookups += 1
         self._record(path, key, "status", 200, message_id, payload)
         await asyncio.sleep(delay)
-        await _respond(send, 200, _json(body), headers)
+        await respond(send, 200, to_json(body), headers)
 
     # -- pieces ---------------------------------------------------------------
 
@@ -374,36 +318,6 @@ class Sandbox(AdminMixin):
                     max(1, math.ceil(bucket.seconds_until_token()))
                 )
         return headers, allowed
-
-    def _pick_fault(self, config: SandboxConfig) -> str | None:
-        roll = self._rng.random()
-        for name in _FAULT_ORDER:
-            probability: float = getattr(config, name)
-            if roll < probability:
-                return name
-            roll -= probability
-        return None
-
-    def _latency(self, config: SandboxConfig) -> float:
-        rng = self._rng
-        if (
-            config.latency_spike_probability
-            and rng.random() < config.latency_spike_probability
-        ):
-            with self._state.lock:
-                self._state.latency_spikes += 1
-            return config.latency_spike
-        base = config.latency
-        if base <= 0:
-            return 0.0
-        kind = config.latency_distribution
-        if kind == "uniform":
-            return rng.uniform(0, 2 * base)
-        if kind == "exponential":
-            return rng.expovariate(1 / base)
-        if kind == "lognormal":
-            return rng.lognormvariate(math.log(base), 0.5)
-        return base
 
     def _accept(self, key: str, payload: dict[str, Any]) -> AcceptedMessage | None:
         config = self._config
@@ -451,31 +365,25 @@ class Sandbox(AdminMixin):
         )
 
     async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:
-        status, body = _ERRORS[kind]
+        status, body = ERROR_BODIES[kind]
         if self._config.errors_with_http_200:
             status = 200
-        await _respond(send, status, _json(body), headers)
+        await respond(send, status, to_json(body), headers)
 
     async def _invalid(
         self, send: Send, field: str, headers: Mapping[str, str]
     ) -> None:
-        body = {
-            "name": f"Invalid Parameter: {field}",
-            "message": _ERROR_MESSAGE,
-            "code": 1,
-            "status": 400,
-        }
         status = 200 if self._config.errors_with_http_200 else 400
-        await _respond(send, status, _json(body), headers)
+        await respond(send, status, to_json(invalid_parameter(field)), headers)
 
     async def _fault(self, send: Send, fault: str, headers: Mapping[str, str]) -> None:
         if fault == "fault_500":
             await self._error(send, "fault_500", headers)
         elif fault == "fault_502_html":
             # A gateway's page: its own status and content type, whatever the mode.
-            await _respond(send, 502, _HTML_502, {}, content_type=b"text/html")
+            await respond(send, 502, HTML_502, {}, content_type=b"text/html")
         else:
-            await _drop(send)
+            await drop(send)
 
     # -- callbacks -------------------------------------------------------------
 
@@ -500,48 +408,26 @@ class Sandbox(AdminMixin):
     def _plan_callbacks(
         self, message: AcceptedMessage, url: str, generation: int
     ) -> None:
-        for offset, _, _ in message.timeline.events:
-            if offset > 0:
-                job = CallbackJob(
-                    url,
-                    "status",
-                    generation,
-                    self._status_builder(message, offset, generation),
-                    message.message_id,
-                )
-                self._schedule(message.accepted_at + offset, job)
+        for due, job in status_jobs(message, url, generation, self._is_current):
+            self._schedule(due, job)
         if message.timeline.reply_at is not None:
             job = self._reply_job(message, url, self._config.reply_text)
             self._schedule(message.accepted_at + message.timeline.reply_at, job)
 
-    def _status_builder(
-        self, message: AcceptedMessage, offset: float, generation: int
-    ) -> Callable[[], dict[str, Any] | None]:
-        def build() -> dict[str, Any] | None:
-            if generation != self._state.generation:
-                return None
-            status, sms_status = message.timeline.status_at(offset)
-            payload: dict[str, Any] = {
-                "message_id": message.message_id,
-                "status": int(status),
-            }
-            if sms_status is not None:
-                payload["sms_message_id"] = message.timeline.sms_message_id
-                payload["sms_message_status"] = int(sms_status)
-            return payload
-
-        return build
-
     def _reply_job(self, message: AcceptedMessage, url: str, text: str) -> CallbackJob:
-        generation = self._state.generation
         token = self._rng.randrange(10**13, 10**14)
+        generation = self._state.generation
+        return reply_job(message, url, text, token, generation, self._is_current)
 
-        def build() -> dict[str, Any] | None:
-            if generation != self._state.generation:
-                return None
-            return reply_payload(message.message_id, message.receiver, text, token)
+    def _is_current(self, generation: int) -> bool:
+        return generation == self._state.generation
 
-        return CallbackJob(url, "reply", generation, build, message.message_id)
+    def _latency(self, config: SandboxConfig) -> float:
+        delay, spiked = sample_latency(config, self._rng)
+        if spiked:
+            with self._state.lock:
+                self._state.latency_spikes += 1
+        return delay
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -552,103 +438,3 @@ class Sandbox(AdminMixin):
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-_FAULT_ORDER = (
-    "fault_500",
-    "fault_502_html",
-    "fault_disconnect_before",
-    "fault_disconnect_after",
-    "fault_truncated_body",
-)
-_FAULT_STATUS: dict[str, int | None] = {
-    "fault_500": 500,
-    "fault_502_html": 502,
-    "fault_disconnect_before": None,
-}
-
-
-def _auth_table(config: SandboxConfig) -> dict[bytes, str]:
-    """Accepted Authorization header values: base64(key), and curl's base64(key:)."""
-    table: dict[bytes, str] = {}
-    for key in config.access_keys:
-        for raw in (key, f"{key}:"):
-            token = base64.b64encode(raw.encode()).decode("ascii")
-            table[f"Basic {token}".encode()] = key
-    return table
-
-
-def _json(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            raise _Dropped
-        chunks.append(event.get("body", b""))
-        if not event.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: Mapping[str, str],
-    *,
-    content_type: bytes = b"application/json; charset=UTF-8",
-) -> None:
-    raw_headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-    ]
-    await send(
-        {"type": "http.response.start", "status": status, "headers": raw_headers}
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def _transport(send: Send) -> asyncio.Transport | None:
-    # uvicorn's send is a bound method of its request/response cycle, which
-    # holds the connection's transport.
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    return transport if isinstance(transport, asyncio.Transport) else None
-
-
-async def _drop(send: Send) -> None:
-    """Break the connection without an answer, like a crashing server."""
-    transport = _transport(send)
-    if transport is None:
-        raise ConnectionResetError("the sandbox dropped the connection")
-    transport.abort()
-    # Let uvicorn see the disconnect before the app returns, so it does not
-    # try to answer on our behalf.
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    raise _Dropped
-
-
-async def _truncated(send: Send, body: bytes) -> None:
-    """Start the answer, send half of it, then break the connection."""
-    headers = [
-        (b"content-type", b"application/json; charset=UTF-8"),
-        (b"content-length", str(len(body) + 10).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send(
-        {
-            "type": "http.response.body",
-            "body": body[: len(body) // 2],
-            "more_body": True,
-        }
-    )
-    await _drop(send)
-
-
-def _dict(value: Any) -> Any:
-    return attrs.asdict(value) if attrs.has(type(value)) else value

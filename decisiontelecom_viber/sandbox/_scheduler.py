@@ -20,10 +20,16 @@ from typing import Any
 import attrs
 import httpx
 
-from ._state import CallbackRecord, SandboxState
+from ._state import AcceptedMessage, CallbackRecord, SandboxState
 
 
-__all__ = ["CallbackJob", "CallbackScheduler"]
+__all__ = [
+    "CallbackJob",
+    "CallbackScheduler",
+    "reply_job",
+    "reply_payload",
+    "status_jobs",
+]
 
 logger = logging.getLogger("decisiontelecom_viber.sandbox")
 
@@ -147,6 +153,58 @@ class CallbackScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         await self._client.aclose()
+
+
+def status_jobs(
+    message: AcceptedMessage,
+    url: str,
+    generation: int,
+    is_current: Callable[[int], bool],
+) -> list[tuple[float, CallbackJob]]:
+    """(due API time, job) for each status change of *message* after acceptance."""
+    jobs = []
+    for offset, _, _ in message.timeline.events:
+        if offset > 0:
+            build = functools.partial(
+                _status_payload, message, offset, generation, is_current
+            )
+            job = CallbackJob(url, "status", generation, build, message.message_id)
+            jobs.append((message.accepted_at + offset, job))
+    return jobs
+
+
+def _status_payload(
+    message: AcceptedMessage,
+    offset: float,
+    generation: int,
+    is_current: Callable[[int], bool],
+) -> dict[str, Any] | None:
+    if not is_current(generation):
+        return None
+    status, sms_status = message.timeline.status_at(offset)
+    payload: dict[str, Any] = {"message_id": message.message_id, "status": int(status)}
+    if sms_status is not None:
+        payload["sms_message_id"] = message.timeline.sms_message_id
+        payload["sms_message_status"] = int(sms_status)
+    return payload
+
+
+def reply_job(
+    message: AcceptedMessage,
+    url: str,
+    text: str,
+    token: int,
+    generation: int,
+    is_current: Callable[[int], bool],
+) -> CallbackJob:
+    """A job delivering a user's reply to *message*."""
+
+    def build() -> dict[str, Any] | None:
+        if not is_current(generation):
+            return None
+        return reply_payload(message.message_id, message.receiver, text, token)
+
+    return CallbackJob(url, "reply", generation, build, message.message_id)
 
 
 def reply_payload(
