@@ -36,6 +36,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not in the default run): `nox -s bench -- --quick`."""
+    session.install(".[sandbox]")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     install_group(session, "lint")

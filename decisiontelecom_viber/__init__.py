@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._bulk import ProgressCallback as ProgressCallback
 from ._bulk import ResultStream as ResultStream
 from ._client import AsyncViberClient as AsyncViberClient
 from ._client import MessageLike as MessageLike
@@ -29,13 +30,22 @@ from ._errors import InvalidParameterError as InvalidParameterError
 from ._errors import OutcomeUnknownError as OutcomeUnknownError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
+from ._errors import StatusTimeoutError as StatusTimeoutError
 from ._errors import UnexpectedResponseError as UnexpectedResponseError
 from ._errors import ValidationError as ValidationError
 from ._errors import ViberError as ViberError
+from ._metrics import BulkSummary as BulkSummary
+from ._metrics import ClientMetrics as ClientMetrics
 from ._models import MessageReceipt as MessageReceipt
 from ._models import SendOutcome as SendOutcome
 from ._models import SendResult as SendResult
+from ._models import StatusResult as StatusResult
 from ._models import ViberMessage as ViberMessage
+from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
+from ._ratelimit import Feedback as Feedback
+from ._ratelimit import Limiter as Limiter
+from ._ratelimit import RateLimit as RateLimit
+from ._ratelimit import RateLimitHeaders as RateLimitHeaders
 from ._retry import RetryDetails as RetryDetails
 from ._retry import RetryHook as RetryHook
 from ._retry import RetryPolicy as RetryPolicy
@@ -44,21 +54,29 @@ from ._retry import RetryPolicy as RetryPolicy
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "AdaptiveLimiter",
     "AsyncViberClient",
     "AuthenticationError",
+    "BulkSummary",
     "CallbackError",
     "ClientClosedError",
+    "ClientMetrics",
     "Clock",
     "ConfigurationError",
+    "Feedback",
     "GatewayTimeoutError",
     "InsufficientBalanceError",
     "InvalidParameterError",
+    "Limiter",
     "MessageLike",
     "MessageReceipt",
     "MessageStatus",
     "MessageType",
     "OutcomeUnknownError",
+    "ProgressCallback",
+    "RateLimit",
     "RateLimitError",
+    "RateLimitHeaders",
     "ResultStream",
     "RetryDetails",
     "RetryHook",
@@ -68,6 +86,8 @@ __all__ = [
     "ServerError",
     "SmsStatus",
     "SourceType",
+    "StatusResult",
+    "StatusTimeoutError",
     "SystemClock",
     "UnexpectedResponseError",
     "ValidationError",

@@ -10,6 +10,8 @@ handed to the consumer, *concurrency* of them in flight.
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -22,10 +24,16 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
+from ._clock import Clock
 from ._errors import ValidationError
+from ._metrics import BulkSummary, Tally
 
 
-__all__ = ["ResultStream", "check_concurrency"]
+__all__ = ["ProgressCallback", "ResultStream", "check_concurrency"]
+
+logger = logging.getLogger("decisiontelecom_viber")
+
+ProgressCallback = Callable[[BulkSummary], object]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -117,17 +125,66 @@ class ResultStream(Generic[Result]):
     def __init__(
         self,
         items: Iterable[Any] | AsyncIterable[Any],
-        process: Callable[[int, Any], Awaitable[Result]],
+        process: Callable[[int, Any, Tally], Awaitable[Result]],
         *,
         concurrency: int,
+        outcome: Callable[[Result], str],
+        clock: Clock,
         ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
     ) -> None:
         self._concurrency = check_concurrency(concurrency)
         self._source: _Source[Any] = _Source(items)
         self._process = process
         self._ordered = ordered
+        self._outcome = outcome
+        self._clock = clock
+        self._on_progress = on_progress
+        self._progress_interval = progress_interval
+        self._tally = Tally()
+        self._outcomes: collections.Counter[str] = collections.Counter()
+        self._total = 0
+        self._started = clock.monotonic()
+        self._finished: float | None = None
+        self._last_progress = self._started
         self._crash: Exception | None = None
         self._agen = self._run()
+
+    @property
+    def summary(self) -> BulkSummary:
+        """Counts so far; final once the stream is exhausted (``done``)."""
+        tally = self._tally
+        end = self._finished if self._finished is not None else self._clock.monotonic()
+        return BulkSummary(
+            total=self._total,
+            outcomes=dict(self._outcomes),
+            attempts=tally.attempts,
+            retries=tally.retries,
+            rate_limited=tally.rate_limited,
+            limiter_wait=tally.limiter_wait,
+            elapsed=end - self._started,
+            done=self._finished is not None,
+        )
+
+    def _count(self, result: Result) -> None:
+        self._outcomes[self._outcome(result)] += 1
+        self._total += 1
+        if self._on_progress is not None:
+            now = self._clock.monotonic()
+            if now - self._last_progress >= self._progress_interval:
+                self._last_progress = now
+                self._report()
+
+    def _report(self) -> None:
+        callback = self._on_progress
+        if callback is None:
+            return
+        try:
+            callback(self.summary)
+        except Exception:
+            # A broken progress display must not abandon messages in flight.
+            logger.exception("the progress callback failed")
 
     def __aiter__(self) -> ResultStream[Result]:
         return self
@@ -172,6 +229,7 @@ class ResultStream(Generic[Result]):
                     continue
                 if not self._ordered:
                     slots.release()
+                    self._count(got[1])
                     yield got[1]
                     continue
                 pending[got[0]] = got[1]
@@ -179,7 +237,10 @@ class ResultStream(Generic[Result]):
                     result = pending.pop(next_index)
                     next_index += 1
                     slots.release()
+                    self._count(result)
                     yield result
+            self._finished = self._clock.monotonic()
+            self._report()
             if self._crash is not None:
                 raise self._crash
             if self._source.error is not None:
@@ -198,6 +259,7 @@ class ResultStream(Generic[Result]):
     ) -> None:
         source = self._source
         process = self._process
+        tally = self._tally
         try:
             while True:
                 await slots.acquire()
@@ -206,7 +268,7 @@ class ResultStream(Generic[Result]):
                     slots.release()
                     break
                 index, item = taken
-                results.put_nowait((index, await process(index, item)))
+                results.put_nowait((index, await process(index, item, tally)))
         except Exception as error:  # noqa: BLE001 - re-raised by _run
             # *process* turns every failure into a result; reaching this is a
             # bug, which must surface rather than silently drop an item.

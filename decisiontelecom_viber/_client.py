@@ -1,41 +1,53 @@
 """`AsyncViberClient`: lifecycle and the request pipeline.
 
 One private path per call: build the body once, then ``Retrier.call`` runs
-attempts, each of which builds an `httpx.Request`, exchanges it (errors
-translated at the boundary in `_transport`) and decodes the answer
-(`_wire`). Retries and rate limits wrap that path; they are not woven
-through it.
+attempts; each attempt waits for the rate limiter, builds an `httpx.Request`,
+exchanges it (errors translated at the boundary in `_transport`), decodes
+the answer (`_wire`) and tells the limiter what the answer said. Retries and
+rate limits wrap that path; they are not woven through it.
 """
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import logging
-import os
 import ssl
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import httpx
 
-from ._bulk import ResultStream, check_concurrency
+from ._bulk import ProgressCallback, ResultStream, check_concurrency
 from ._clock import Clock, SystemClock
 from ._constants import (
-    ACCESS_KEY_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
-    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_POOL_TIMEOUT,
-    DEFAULT_READ_TIMEOUT,
     SEND_PATH,
     STATUS_PATH,
 )
-from ._errors import ClientClosedError, ConfigurationError, ValidationError
-from ._models import MessageReceipt, SendResult, ViberMessage
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    RateLimitError,
+    ValidationError,
+)
+from ._metrics import ClientMetrics, Tally
+from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
+from ._options import (
+    DEFAULT,
+    DEFAULT_TIMEOUT,
+    Default,
+    auth_headers,
+    coerce_message,
+    resolve_access_key,
+    resolve_base_url,
+    resolve_limiter,
+    resolve_timeout,
+)
+from ._polling import poll_until_final
+from ._ratelimit import Feedback, Limiter, RateLimit, parse_rate_limit_headers
 from ._retry import Retrier, RetryHook, RetryPolicy
 from ._transport import (
     TRANSLATED_ERRORS,
@@ -46,7 +58,6 @@ from ._transport import (
     environment_proxy,
     translate_error,
 )
-from ._version import user_agent
 from ._wire import (
     decode_send_response,
     decode_status_response,
@@ -62,74 +73,18 @@ logger = logging.getLogger("decisiontelecom_viber")
 MessageLike: TypeAlias = "ViberMessage | Mapping[str, Any]"
 """A `ViberMessage`, or a mapping of its field names."""
 
-
-class _Default:
-    """Marks an argument left out (where None means something else)."""
-
-    def __repr__(self) -> str:
-        return "<default>"
+T = TypeVar("T")
+Decoder = Callable[[int, httpx.Headers, bytes], T]
 
 
-_DEFAULT: Final = _Default()
-
-DEFAULT_TIMEOUT = httpx.Timeout(
-    DEFAULT_READ_TIMEOUT,
-    connect=DEFAULT_CONNECT_TIMEOUT,
-    pool=DEFAULT_POOL_TIMEOUT,
-)
-
-
-def _resolve_access_key(access_key: str | None) -> str:
-    key: object = (
-        access_key if access_key is not None else os.environ.get(ACCESS_KEY_ENV)
-    )
-    if not key:
-        raise ConfigurationError(
-            "no DecisionTelecom access key: pass AsyncViberClient(access_key=...) "
-            f"or set the {ACCESS_KEY_ENV} environment variable "
-            "(your account manager issues the key)"
-        )
-    if not isinstance(key, str) or key != key.strip() or "\n" in key:
-        raise ConfigurationError(
-            "the access key must be a string without surrounding whitespace"
-        )
-    return key
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve_base_url(base_url: str, *, allow_insecure_http: bool) -> httpx.URL:
-    try:
-        url = httpx.URL(base_url.rstrip("/"))
-    except (httpx.InvalidURL, TypeError, AttributeError) as error:
-        raise ConfigurationError(f"base_url is not a valid URL: {error}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigurationError("base_url must be an absolute http(s) URL")
-    if url.scheme == "http" and not (_is_loopback(url.host) or allow_insecure_http):
-        raise ConfigurationError(
-            "base_url must use https:// (the access key would travel in clear "
-            "text); http:// is allowed for loopback hosts, or with "
-            "allow_insecure_http=True"
-        )
-    return url
-
-
-def _coerce_message(item: object) -> ViberMessage:
-    if isinstance(item, ViberMessage):
-        return item
-    if isinstance(item, Mapping):
-        return ViberMessage.from_dict(item)
-    raise ValidationError(
-        "message",
-        f"must be a ViberMessage or a mapping of its fields, not {type(item).__name__}",
-    )
+def _check_message_id(message_id: object) -> int:
+    if (
+        isinstance(message_id, bool)
+        or not isinstance(message_id, int)
+        or message_id < 0
+    ):
+        raise ValidationError("message_id", "must be a non-negative integer")
+    return message_id
 
 
 class AsyncViberClient:
@@ -137,7 +92,7 @@ class AsyncViberClient:
 
     Use it as an async context manager, or call `aclose` when done. One
     client is meant to be shared by a whole application: it holds the
-    connection pool.
+    connection pool and the rate limiter every call goes through.
 
     Args:
         access_key: Your API access key. Defaults to the
@@ -149,6 +104,10 @@ class AsyncViberClient:
             separate connect/read/pool values. Defaults to connect 5 s,
             read 20 s, pool 10 s (or the timeout of *http_client*, if given).
         retry: The `RetryPolicy`; None turns retries off.
+        rate_limit: How requests are paced: a `RateLimit`, a rate in
+            requests per second, a custom `Limiter` (for example one shared
+            through Redis), or None for no client-side limit. The default
+            discovers the account's limit from the server's answers.
         http_client: An `httpx.AsyncClient` to send with instead of the
             default transport (httpx over aiohttp). The client does not own
             it: closing the client leaves it open.
@@ -161,7 +120,7 @@ class AsyncViberClient:
         allow_insecure_http: Allow an ``http://`` *base_url* for a host that is
             not loopback. The access key then travels in clear text.
         on_retry: Hooks called before each retry with a `RetryDetails`.
-        clock: Time source for retry waits (tests pass a fake one).
+        clock: Time source for waits (tests pass a fake one).
 
     Raises:
         ConfigurationError: No access key, or an invalid setting.
@@ -174,10 +133,12 @@ class AsyncViberClient:
         "_exchange",
         "_headers",
         "_host",
+        "_limiter",
         "_owns_exchange",
         "_retrier",
         "_send_url",
         "_status_url",
+        "_tally",
         "_timeout",
         "_timeout_ext",
         "_timeout_max",
@@ -188,18 +149,18 @@ class AsyncViberClient:
         access_key: str | None = None,
         *,
         base_url: str = DEFAULT_BASE_URL,
-        timeout: float | httpx.Timeout | _Default = _DEFAULT,
+        timeout: float | httpx.Timeout | Default | None = DEFAULT,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
+        rate_limit: RateLimit | Limiter | float | None = RateLimit(),  # noqa: B008
         http_client: httpx.AsyncClient | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         verify: ssl.SSLContext | str | bool = True,
-        proxy: str | httpx.Proxy | _Default | None = _DEFAULT,
+        proxy: str | httpx.Proxy | Default | None = DEFAULT,
         allow_insecure_http: bool = False,
         on_retry: RetryHook | Sequence[RetryHook] = (),
         clock: Clock | None = None,
     ) -> None:
-        key = _resolve_access_key(access_key)
-        self._base_url = _resolve_base_url(
+        self._base_url = resolve_base_url(
             base_url, allow_insecure_http=allow_insecure_http
         )
         self._host = self._base_url.host
@@ -208,51 +169,48 @@ class AsyncViberClient:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy or None")
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._limiter = resolve_limiter(rate_limit, self._clock)
+        self._tally = Tally()
         hooks = (on_retry,) if callable(on_retry) else tuple(on_retry)
-        self._retrier = Retrier(retry, self._clock, hooks=hooks)
-
-        # The header holds the key; httpx masks Authorization in reprs.
-        token = base64.b64encode(key.encode()).decode("ascii")
-        headers = httpx.Headers(http_client.headers if http_client else None)
-        headers.update(
-            {
-                "Authorization": f"Basic {token}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "User-Agent": user_agent(),
-            }
+        self._retrier = Retrier(
+            retry,
+            self._clock,
+            hooks=hooks,
+            paced=self._limiter is not None,
+            tally=self._tally,
         )
-        self._headers = headers
-
+        self._headers = auth_headers(
+            resolve_access_key(access_key), http_client.headers if http_client else None
+        )
         if http_client is not None:
-            if proxy is not _DEFAULT or verify is not True:
+            if proxy is not DEFAULT or verify is not True:
                 raise ConfigurationError(
                     "proxy and verify configure the default transport; with "
                     "http_client=..., configure them on your httpx.AsyncClient"
                 )
-            if timeout is _DEFAULT:
+            if isinstance(timeout, Default):
                 timeout = http_client.timeout
             self._exchange: Exchange = ClientExchange(http_client)
             self._owns_exchange = False
         else:
-            if proxy is _DEFAULT:
-                proxy = environment_proxy(self._base_url)
             check_concurrency(max_connections)
             self._exchange = TransportExchange(
                 build_default_transport(
                     verify=verify,
                     max_connections=max_connections,
                     keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
-                    proxy=proxy,  # type: ignore[arg-type]
+                    proxy=(
+                        environment_proxy(self._base_url)
+                        if isinstance(proxy, Default)
+                        else proxy
+                    ),
                 )
             )
             self._owns_exchange = True
         self._timeout = (
             DEFAULT_TIMEOUT
-            if timeout is _DEFAULT
-            else timeout
-            if isinstance(timeout, httpx.Timeout)
-            else httpx.Timeout(timeout)  # type: ignore[arg-type]
+            if isinstance(timeout, Default)
+            else resolve_timeout(timeout)
         )
         self._timeout_ext = self._timeout.as_dict()
         self._timeout_max = max(
@@ -273,6 +231,31 @@ class AsyncViberClient:
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force (one attempt when retries are off)."""
         return self._retrier.policy
+
+    @property
+    def rate_limiter(self) -> Limiter | None:
+        """The limiter every call goes through (None when not limited)."""
+        return self._limiter
+
+    @property
+    def current_rate(self) -> float | None:
+        """Requests per second the limiter allows now; None when unlimited."""
+        return self._limiter.current_rate if self._limiter is not None else None
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """A snapshot of this client's counters, for your metrics system."""
+        tally = self._tally
+        limiter = self._limiter
+        return ClientMetrics(
+            attempts=tally.attempts,
+            retries=tally.retries,
+            rate_limited=tally.rate_limited,
+            limiter_waits=tally.limiter_waits,
+            limiter_wait=tally.limiter_wait,
+            current_rate=limiter.current_rate if limiter is not None else None,
+            estimated_limit=getattr(limiter, "estimated_limit", None),
+        )
 
     @property
     def is_closed(self) -> bool:
@@ -324,7 +307,7 @@ class AsyncViberClient:
                 in: check before sending it again.
             ClientClosedError: The client is closed.
         """
-        return await self._send(_coerce_message(message))
+        return await self._send(coerce_message(message), None)
 
     async def get_message_status(self, message_id: int) -> MessageReceipt:
         """Look up the status of a message sent in the last 5 days.
@@ -339,19 +322,7 @@ class AsyncViberClient:
             OutcomeUnknownError: No usable answer came back (after retries).
             ClientClosedError: The client is closed.
         """
-        given: object = message_id  # callers may pass anything at run time
-        if isinstance(given, bool) or not isinstance(given, int) or given < 0:
-            raise ValidationError("message_id", "must be a non-negative integer")
-        self._check_open()
-        body = encode_json({"message_id": message_id})
-
-        async def attempt(deadline: float | None) -> MessageReceipt:
-            status, headers, raw = await self._post(self._status_url, body, deadline)
-            return decode_status_response(status, headers, raw, now=self._clock.time())
-
-        return await self._retrier.call(
-            attempt, name="get_message_status", idempotent=True
-        )
+        return await self._status(_check_message_id(message_id), None)
 
     def send_messages(
         self,
@@ -359,6 +330,8 @@ class AsyncViberClient:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
     ) -> ResultStream[SendResult]:
         """Send many messages concurrently; yield one `SendResult` per item.
 
@@ -367,47 +340,204 @@ class AsyncViberClient:
         millions of messages. Items are `ViberMessage` instances or mappings
         of their fields; an invalid item yields a failed result carrying its
         `ValidationError`, without a request. No failure ends the batch.
+        Every request goes through the client's rate limiter.
 
         Use it as ``async for result in client.send_messages(...)``, inside
-        ``async with`` if you may leave the loop early.
+        ``async with`` if you may leave the loop early. The stream's
+        ``summary`` (a `BulkSummary`) counts outcomes, attempts, 429s and
+        time spent waiting on the limiter.
 
         Args:
             messages: The messages to send.
             concurrency: Requests in flight at most.
             ordered: Yield results in input order instead of as they complete.
+            on_progress: Called with the `BulkSummary` at most every
+                *progress_interval* seconds, and once at the end.
+            progress_interval: Seconds between progress calls.
 
         Returns:
             An async iterator of `SendResult`, also an async context manager.
         """
         self._check_open()
         return ResultStream(
-            messages, self._send_item, concurrency=concurrency, ordered=ordered
+            messages,
+            self._send_item,
+            concurrency=concurrency,
+            ordered=ordered,
+            outcome=_send_outcome,
+            clock=self._clock,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
         )
 
-    async def _send_item(self, index: int, item: object) -> SendResult:
+    def get_message_statuses(
+        self,
+        message_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
+    ) -> ResultStream[StatusResult]:
+        """Look up many statuses concurrently; yield one `StatusResult` per ID.
+
+        The same machinery as `send_messages`: lazy input, bounded memory,
+        the shared rate limiter, one result per item (an invalid ID yields a
+        failed result carrying its `ValidationError`).
+        """
+        self._check_open()
+        return ResultStream(
+            message_ids,
+            self._status_item,
+            concurrency=concurrency,
+            ordered=ordered,
+            outcome=_status_outcome,
+            clock=self._clock,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+        )
+
+    async def wait_for_status(
+        self,
+        message_id: int,
+        *,
+        timeout: float = 300.0,
+        poll_initial: float = 1.0,
+        poll_max: float = 30.0,
+        until: Callable[[MessageReceipt], bool] | None = None,
+    ) -> MessageReceipt:
+        """Poll a message's status until it is final (or *until* says so).
+
+        Polls first at once, then after *poll_initial* seconds, the interval
+        growing by half each time up to *poll_max*. Failed lookups are
+        retried by the retry policy; lookups refused for good are raised.
+
+        Args:
+            message_id: The message to watch.
+            timeout: Seconds to wait in all.
+            poll_initial: First interval between lookups, in seconds.
+            poll_max: Longest interval between lookups, in seconds.
+            until: Stop when this returns True for a receipt; defaults to
+                `MessageReceipt.is_final`.
+
+        Raises:
+            StatusTimeoutError: No final status within *timeout* (it carries
+                the last receipt).
+        """
+        message_id = _check_message_id(message_id)
+        return await poll_until_final(
+            lambda: self.get_message_status(message_id),
+            message_id=message_id,
+            clock=self._clock,
+            timeout=timeout,
+            poll_initial=poll_initial,
+            poll_max=poll_max,
+            until=until,
+        )
+
+    async def _send_item(self, index: int, item: object, tally: Tally) -> SendResult:
         try:
-            message = _coerce_message(item)
+            message = coerce_message(item)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, item, error=error)
         try:
-            message_id = await self._send(message)
+            message_id = await self._send(message, tally)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, message, error=error)
         return SendResult(index, message, message_id=message_id)
 
-    async def _send(self, message: ViberMessage) -> int:
+    async def _status_item(
+        self, index: int, item: object, tally: Tally
+    ) -> StatusResult:
+        try:
+            receipt = await self._status(_check_message_id(item), tally)
+        except Exception as error:  # noqa: BLE001 - one result per item, always
+            return StatusResult(index, item, error=error)
+        return StatusResult(index, item, receipt=receipt)
+
+    async def _send(self, message: ViberMessage, tally: Tally | None) -> int:
         self._check_open()
         body = encode_message(message)
 
         async def attempt(deadline: float | None) -> int:
-            status, headers, raw = await self._post(self._send_url, body, deadline)
-            return decode_send_response(status, headers, raw, now=self._clock.time())
+            return await self._attempt(
+                self._send_url, body, deadline, decode_send_response, tally
+            )
 
-        return await self._retrier.call(attempt, name="send_message", idempotent=False)
+        return await self._retrier.call(
+            attempt, name="send_message", idempotent=False, tally=tally
+        )
+
+    async def _status(self, message_id: int, tally: Tally | None) -> MessageReceipt:
+        self._check_open()
+        body = encode_json({"message_id": message_id})
+
+        async def attempt(deadline: float | None) -> MessageReceipt:
+            return await self._attempt(
+                self._status_url, body, deadline, decode_status_response, tally
+            )
+
+        return await self._retrier.call(
+            attempt, name="get_message_status", idempotent=True, tally=tally
+        )
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError
+
+    async def _attempt(
+        self,
+        url: httpx.URL,
+        body: bytes,
+        deadline: float | None,
+        decode: Callable[..., T],
+        tally: Tally | None,
+    ) -> T:
+        """One attempt: wait for the limiter, exchange, decode, tell the limiter."""
+        limiter = self._limiter
+        clock = self._clock
+        sent_at = clock.monotonic()
+        if limiter is not None:
+            waited = await limiter.acquire()
+            if waited:
+                self._count_wait(waited, tally)
+                sent_at += waited
+        self._tally.attempts += 1
+        if tally is not None:
+            tally.attempts += 1
+        status: int | None = None
+        headers: httpx.Headers | None = None
+        limited: RateLimitError | None = None
+        try:
+            status, headers, raw = await self._post(url, body, deadline)
+            return decode(status, headers, raw, now=clock.time())
+        except RateLimitError as error:
+            limited = error
+            self._tally.rate_limited += 1
+            if tally is not None:
+                tally.rate_limited += 1
+            raise
+        finally:
+            # Also on cancellation: every acquire is paired with a release.
+            if limiter is not None:
+                limiter.release(
+                    Feedback(
+                        sent_at,
+                        clock.monotonic(),
+                        status,
+                        limited is not None,
+                        limited.retry_after if limited is not None else None,
+                        parse_rate_limit_headers(headers)
+                        if headers is not None
+                        else None,
+                    )
+                )
+
+    def _count_wait(self, waited: float, tally: Tally | None) -> None:
+        for counter in (self._tally, tally):
+            if counter is not None:
+                counter.limiter_waits += 1
+                counter.limiter_wait += waited
 
     def _timeouts(self, deadline: float | None) -> dict[str, float | None]:
         if deadline is None:
@@ -444,3 +574,11 @@ class AsyncViberClient:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("POST %s -> HTTP %d", url.path, answer[0])
         return answer
+
+
+def _send_outcome(result: SendResult) -> str:
+    return result.outcome.value
+
+
+def _status_outcome(result: StatusResult) -> str:
+    return "ok" if result.ok else "failed"

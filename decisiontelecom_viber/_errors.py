@@ -5,6 +5,7 @@ ViberError
 ├── ConfigurationError      bad client settings, e.g. no access key (ValueError)
 ├── ValidationError         invalid message or argument; nothing sent (ValueError)
 ├── ClientClosedError       the client was closed (RuntimeError)
+├── StatusTimeoutError      wait_for_status saw no final status in time (TimeoutError)
 ├── APIError                the API answered with an error
 │   ├── AuthenticationError         401/403: wrong or missing access key
 │   ├── InvalidParameterError       code 1 / 400: the API refused a field
@@ -43,6 +44,7 @@ __all__ = [
     "OutcomeUnknownError",
     "RateLimitError",
     "ServerError",
+    "StatusTimeoutError",
     "UnexpectedResponseError",
     "ValidationError",
     "ViberError",
@@ -78,6 +80,25 @@ class ClientClosedError(ViberError, RuntimeError):
 
     def __init__(self) -> None:
         super().__init__("this AsyncViberClient is closed; create a new one")
+
+
+class StatusTimeoutError(ViberError, TimeoutError):
+    """`AsyncViberClient.wait_for_status` ran out of time before a final status.
+
+    Attributes:
+        message_id: The message waited for.
+        receipt: The last receipt seen (a `MessageReceipt`), or None if no
+            lookup succeeded.
+    """
+
+    def __init__(self, message_id: int, timeout: float, receipt: object) -> None:
+        status = getattr(receipt, "status", None)
+        last = f"last status {status.name}" if status is not None else "no status seen"
+        super().__init__(
+            f"message {message_id} has no final status after {timeout:g} s ({last})"
+        )
+        self.message_id = message_id
+        self.receipt = receipt
 
 
 class APIError(ViberError):

@@ -18,7 +18,13 @@ from ._enums import MessageStatus, MessageType, SmsStatus, SourceType
 from ._errors import OutcomeUnknownError, ValidationError
 
 
-__all__ = ["MessageReceipt", "SendOutcome", "SendResult", "ViberMessage"]
+__all__ = [
+    "MessageReceipt",
+    "SendOutcome",
+    "SendResult",
+    "StatusResult",
+    "ViberMessage",
+]
 
 
 def _text(field: str, max_chars: int) -> Any:
@@ -394,3 +400,25 @@ class SendResult:
         if isinstance(self.error, OutcomeUnknownError):
             return SendOutcome.UNKNOWN
         return SendOutcome.FAILED
+
+
+@attrs.frozen
+class StatusResult:
+    """The result of one item of `AsyncViberClient.get_message_statuses`.
+
+    Attributes:
+        index: Position of the item in the input (0-based).
+        message_id: The message ID looked up (as given).
+        receipt: The `MessageReceipt`, or None if the lookup failed.
+        error: Why the lookup failed, else None.
+    """
+
+    index: int
+    message_id: object
+    receipt: MessageReceipt | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the lookup succeeded."""
+        return self.error is None

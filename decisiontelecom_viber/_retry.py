@@ -32,6 +32,7 @@ from ._errors import (
     ServerError,
     ViberError,
 )
+from ._metrics import Tally
 
 
 __all__ = [
@@ -172,12 +173,25 @@ def backoff_delay(retry_number: int, policy: RetryPolicy, rand: float) -> float:
 
 
 def retry_delay(
-    error: BaseException, retry_number: int, policy: RetryPolicy, rand: float
+    error: BaseException,
+    retry_number: int,
+    policy: RetryPolicy,
+    rand: float,
+    *,
+    paced: bool = False,
 ) -> float:
-    """Seconds to wait before the *retry_number*-th retry after *error*."""
-    if isinstance(error, RateLimitError) and error.retry_after is not None:
-        honoured = min(error.retry_after, policy.max_retry_after)
-        return honoured * (1 + policy.wait_jitter * rand)
+    """Seconds to wait before the *retry_number*-th retry after *error*.
+
+    With *paced* (a rate limiter paces every attempt), a 429 without a
+    server-directed wait is retried at once: the limiter has paused every
+    sender and decides when the retry goes.
+    """
+    if isinstance(error, RateLimitError):
+        if error.retry_after is not None:
+            honoured = min(error.retry_after, policy.max_retry_after)
+            return honoured * (1 + policy.wait_jitter * rand)
+        if paced:
+            return 0.0
     return backoff_delay(retry_number, policy, rand)
 
 
@@ -191,7 +205,15 @@ class Retrier:
         rand: Source of jitter, a callable returning floats in [0, 1).
     """
 
-    __slots__ = ("_attempts", "_clock", "_hooks", "_policy", "_rand")
+    __slots__ = (
+        "_attempts",
+        "_clock",
+        "_hooks",
+        "_paced",
+        "_policy",
+        "_rand",
+        "_tally",
+    )
 
     def __init__(
         self,
@@ -200,12 +222,16 @@ class Retrier:
         *,
         hooks: Sequence[RetryHook] = (),
         rand: Callable[[], float] = random.random,
+        paced: bool = False,
+        tally: Tally | None = None,
     ) -> None:
         self._policy = policy if policy is not None else RetryPolicy.disabled()
         self._attempts = self._policy.attempts
         self._clock = clock
         self._hooks = tuple(hooks)
         self._rand = rand
+        self._paced = paced
+        self._tally = tally
 
     @property
     def policy(self) -> RetryPolicy:
@@ -218,11 +244,13 @@ class Retrier:
         *,
         name: str,
         idempotent: bool,
+        tally: Tally | None = None,
     ) -> T:
         """Run ``operation(deadline)`` until it succeeds or may not be retried.
 
         *deadline* is a `Clock.monotonic` time (or None) by which the whole
-        call should be over; operations cut their own timeouts to it.
+        call should be over; operations cut their own timeouts to it. Retries
+        are counted in *tally* (and in the retrier's own tally).
         """
         policy = self._policy
         start = self._clock.monotonic()
@@ -238,7 +266,7 @@ class Retrier:
                 raise
             first_error = error
         return await self._call_with_tenacity(
-            operation, first_error, start, deadline, name, idempotent
+            operation, first_error, start, deadline, name, idempotent, tally
         )
 
     async def _call_with_tenacity(
@@ -249,6 +277,7 @@ class Retrier:
         deadline: float | None,
         name: str,
         idempotent: bool,
+        tally: Tally | None,
     ) -> T:
         policy = self._policy
         clock = self._clock
@@ -270,7 +299,11 @@ class Retrier:
 
         def wait(state: _t.RetryCallState) -> float:
             return retry_delay(
-                _failure(state), state.attempt_number, policy, self._rand()
+                _failure(state),
+                state.attempt_number,
+                policy,
+                self._rand(),
+                paced=self._paced,
             )
 
         def stop(state: _t.RetryCallState) -> bool:
@@ -290,6 +323,9 @@ class Retrier:
                 elapsed=clock.monotonic() - start,
             )
             _log_retry(details, self._attempts)
+            for counter in (self._tally, tally):
+                if counter is not None:
+                    counter.retries += 1
             for hook in self._hooks:
                 try:
                     hook(details)

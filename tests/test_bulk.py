@@ -215,9 +215,10 @@ async def test_input_error_is_raised_after_the_taken_items(
 
 
 async def test_cancelling_the_consumer_cancels_in_flight_requests(
-    api: respx.MockRouter, client: AsyncViberClient
+    api: respx.MockRouter, make_client: MakeClient
 ) -> None:
     """Cancellation reaches in-flight sends and leaves no task behind."""
+    client = make_client(rate_limit=None)
     started = 0
     cancelled = 0
     all_started = asyncio.Event()

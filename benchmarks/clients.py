@@ -1,0 +1,237 @@
+"""One client run, in its own process, printing one JSON line of measurements.
+
+    python benchmarks/clients.py CLIENT --url URL --key KEY -n N -c CONCURRENCY
+        [--warmup W] [--generator]
+
+CLIENT is ``sdk`` (AsyncViberClient.send_messages, no configuration),
+``httpx`` (httpx's default transport, ``client.post``), ``httpx-aiohttp``
+(the leanest httpx path: httpx over aiohttp, each request built once and sent
+with ``client.send``, no validation, no retries) or ``aiohttp`` (raw
+aiohttp, the practical ceiling of a Python client).
+
+Time and CPU are measured after imports and an optional warm-up (steady
+state); peak RSS is the process's high-water mark. Baselines do not retry:
+a 429 is a lost message for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+SENDER = "Bench"
+
+
+def payload(n: int) -> dict[str, Any]:
+    return {
+        "source_addr": SENDER,
+        "destination_addr": str(380_000_000_000 + n),
+        "message_type": 106,
+        "text": f"Your code is {n:06d}",
+        "source_type": 2,
+    }
+
+
+def body(n: int) -> bytes:
+    return json.dumps(payload(n), separators=(",", ":")).encode()
+
+
+def headers(key: str) -> dict[str, str]:
+    token = base64.b64encode(key.encode()).decode()
+    return {
+        "Authorization": f"Basic {token}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rate_limited = 0
+        self.failed = 0
+
+    def answer(self, status: int, raw: bytes) -> None:
+        if status == 200 and b"message_id" in raw:
+            self.accepted += 1
+        elif status == 429 or b'"code":0' in raw:
+            self.rate_limited += 1
+        else:
+            self.failed += 1
+
+
+async def workers(concurrency: int, jobs: Iterator[int], handle: Any) -> None:
+    async def work() -> None:
+        for n in jobs:
+            await handle(n)
+
+    await asyncio.gather(*(work() for _ in range(concurrency)))
+
+
+async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
+    from decisiontelecom_viber import AsyncViberClient, ViberMessage
+
+    def messages(start: int, count: int) -> Iterator[ViberMessage]:
+        for n in range(start, start + count):
+            yield ViberMessage.transactional(
+                sender=SENDER,
+                receiver=str(380_000_000_000 + n),
+                text=f"Your code is {n:06d}",
+            )
+
+    async with AsyncViberClient(args.key, base_url=args.url) as client:
+        if args.warmup:
+            async for _ in client.send_messages(
+                messages(10**6, args.warmup), concurrency=args.concurrency
+            ):
+                pass
+        before = client.metrics.rate_limited
+        start = time.perf_counter()
+        cpu = time.process_time()
+        stream = client.send_messages(messages(0, args.n), concurrency=args.concurrency)
+        async for result in stream:
+            if result.ok:
+                counts.accepted += 1
+            else:
+                counts.failed += 1
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        counts.rate_limited = client.metrics.rate_limited - before
+        return {
+            "elapsed": elapsed,
+            "cpu": cpu,
+            "current_rate": client.current_rate,
+            "estimated_limit": client.metrics.estimated_limit,
+            "attempts": stream.summary.attempts,
+        }
+
+
+async def run_httpx(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    url = f"{args.url}/send-viber"
+    hdrs = headers(args.key)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def one(n: int) -> None:
+            response = await client.post(url, content=body(n), headers=hdrs)
+            counts.answer(response.status_code, response.content)
+
+        if args.warmup:
+            await workers(
+                args.concurrency, iter(range(10**6, 10**6 + args.warmup)), one
+            )
+            counts.__init__()  # type: ignore[misc]
+        start, cpu = time.perf_counter(), time.process_time()
+        await workers(args.concurrency, iter(range(args.n)), one)
+        return {
+            "elapsed": time.perf_counter() - start,
+            "cpu": time.process_time() - cpu,
+        }
+
+
+async def run_httpx_aiohttp(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
+    import httpx
+    from httpx_aiohttp import HttpxAiohttpClient
+
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    url = f"{args.url}/send-viber"
+    hdrs = headers(args.key)
+    async with HttpxAiohttpClient(limits=limits, timeout=30) as client:
+
+        def build(numbers: range) -> Iterator[httpx.Request]:
+            return (
+                client.build_request("POST", url, content=body(n), headers=hdrs)
+                for n in numbers
+            )
+
+        async def one(request: httpx.Request) -> None:
+            response = await client.send(request)
+            counts.answer(response.status_code, response.content)
+
+        if args.warmup:
+            await workers(
+                args.concurrency, build(range(10**6, 10**6 + args.warmup)), one
+            )
+            counts.__init__()  # type: ignore[misc]
+        # Built once, before the clock starts (the strictest baseline), unless
+        # the workload streams from a generator.
+        requests: Iterator[httpx.Request] = build(range(args.n))
+        if not args.generator:
+            requests = iter(list(requests))
+        start, cpu = time.perf_counter(), time.process_time()
+        await workers(args.concurrency, requests, one)
+        return {
+            "elapsed": time.perf_counter() - start,
+            "cpu": time.process_time() - cpu,
+        }
+
+
+async def run_aiohttp(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
+    import aiohttp
+
+    url = f"{args.url}/send-viber"
+    hdrs = headers(args.key)
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(n: int) -> None:
+            async with session.post(url, data=body(n), headers=hdrs) as response:
+                counts.answer(response.status, await response.read())
+
+        if args.warmup:
+            await workers(
+                args.concurrency, iter(range(10**6, 10**6 + args.warmup)), one
+            )
+            counts.__init__()  # type: ignore[misc]
+        start, cpu = time.perf_counter(), time.process_time()
+        await workers(args.concurrency, iter(range(args.n)), one)
+        return {
+            "elapsed": time.perf_counter() - start,
+            "cpu": time.process_time() - cpu,
+        }
+
+
+RUNNERS = {
+    "sdk": run_sdk,
+    "httpx": run_httpx,
+    "httpx-aiohttp": run_httpx_aiohttp,
+    "aiohttp": run_aiohttp,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("client", choices=sorted(RUNNERS))
+    parser.add_argument("--url", required=True, help="API base URL (.../v1/api)")
+    parser.add_argument("--key", required=True)
+    parser.add_argument("-n", type=int, required=True)
+    parser.add_argument("-c", "--concurrency", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--generator", action="store_true")
+    args = parser.parse_args()
+    counts = Counts()
+    measured = asyncio.run(RUNNERS[args.client](args, counts))
+    measured.update(
+        client=args.client,
+        n=args.n,
+        accepted=counts.accepted,
+        rate_limited=counts.rate_limited,
+        failed=counts.failed,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
+    json.dump(measured, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Run every workload against every client and print the table (Markdown).
+
+    python benchmarks/run.py [--quick] [--only WORKLOAD ...] [--json FILE]
+
+Each server runs in its own process on loopback (the minimal fast server for
+throughput, the sandbox under uvicorn for rate limits), and each client run in
+its own process, so CPU time and peak RSS are the client's alone. Targets
+(issue 4) are checked and reported under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-key"
+CLIENTS = ["sdk", "httpx-aiohttp", "aiohttp", "httpx"]
+
+
+@contextlib.contextmanager
+def fast_server(latency: float = 0.0) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "fast_server.py"), "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield f"http://127.0.0.1:{port}/v1/api"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+@contextlib.contextmanager
+def sandbox(*flags: str) -> Iterator[str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "decisiontelecom_viber.sandbox",
+            "--port",
+            "0",
+            "--access-key",
+            KEY,
+            "--no-record-requests",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout:
+            process.stdout.close()
+
+
+def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
+    output = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "clients.py"),
+            client,
+            "--url",
+            url,
+            "--key",
+            KEY,
+            "-n",
+            str(n),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    if output.returncode:
+        return {"client": client, "error": output.stderr.strip().splitlines()[-1:]}
+    return dict(json.loads(output.stdout.strip().splitlines()[-1]))
+
+
+def workloads(quick: bool) -> list[dict[str, Any]]:
+    scale = 10 if quick else 1
+    return [
+        {
+            "name": "no latency",
+            "server": ("fast", 0.0),
+            "n": 10_000 // scale,
+            "args": ["-c", "64", "--warmup", "1000"],
+        },
+        {
+            "name": "50 ms latency",
+            "server": ("fast", 0.05),
+            "n": 5_000 // scale,
+            "args": ["-c", "64", "--warmup", "200"],
+        },
+        {
+            "name": "200/s limit, burst 20",
+            "server": ("sandbox", ("--rate", "200", "--burst", "20")),
+            "n": 2_000 // scale,
+            "args": ["-c", "64"],
+        },
+        {
+            "name": "200/s limit, burst 20, Yii2 headers",
+            "server": (
+                "sandbox",
+                ("--rate", "200", "--burst", "20", "--rate-limit-headers"),
+            ),
+            "n": 2_000 // scale,
+            "args": ["-c", "64"],
+        },
+        {
+            "name": "1,000 from a generator",
+            "server": ("fast", 0.0),
+            "n": 1_000,
+            "args": ["-c", "64", "--generator"],
+        },
+        {
+            "name": "100,000 from a generator",
+            "server": ("fast", 0.0),
+            "n": 100_000 // scale,
+            "args": ["-c", "64", "--generator"],
+        },
+    ]
+
+
+def serve(spec: tuple[str, Any]) -> contextlib.AbstractContextManager[str]:
+    kind, option = spec
+    return fast_server(option) if kind == "fast" else sandbox(*option)
+
+
+def measure(selected: list[str] | None, quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for workload in workloads(quick):
+        if selected and not any(s in workload["name"] for s in selected):
+            continue
+        for client in CLIENTS:
+            # A fresh server per client: the sandbox's bucket starts full.
+            with serve(workload["server"]) as url:
+                time.sleep(0.2)
+                row = client_run(client, url, workload["n"], *workload["args"])
+            row["workload"] = workload["name"]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| Workload | Client | Messages/s | CPU s | CPU µs/msg | Peak RSS MB | 429s | Accepted | Wall s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(
+                f"| {row['workload']} | {row['client']} | error: {row['error']} |||||||"
+            )
+            continue
+        rate = row["n"] / row["elapsed"]
+        lines.append(
+            f"| {row['workload']} | {row['client']} | {rate:,.0f} | {row['cpu']:.2f} | "
+            f"{row['cpu'] / row['n'] * 1e6:.0f} | {row['peak_rss_mb']:.1f} | "
+            f"{row['rate_limited']} | {row['accepted']:,} | {row['elapsed']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def checks(rows: list[dict[str, Any]]) -> list[str]:
+    def get(workload: str, client: str) -> dict[str, Any] | None:
+        for row in rows:
+            if (
+                row.get("workload") == workload
+                and row["client"] == client
+                and "error" not in row
+            ):
+                return row
+        return None
+
+    out = []
+    sdk, lean = get("no latency", "sdk"), get("no latency", "httpx-aiohttp")
+    if sdk and lean:
+        speed = (sdk["n"] / sdk["elapsed"]) / (lean["n"] / lean["elapsed"])
+        cpu = (sdk["cpu"] / sdk["n"]) / (lean["cpu"] / lean["n"])
+        out.append(
+            f"no latency: {speed:.2f}x the lean path's messages/s (>= 0.85) "
+            f"{'PASS' if speed >= 0.85 else 'FAIL'}; {cpu:.2f}x its CPU/message "
+            f"(<= 1.15) {'PASS' if cpu <= 1.15 else 'FAIL'}"
+        )
+    sdk, raw = get("50 ms latency", "sdk"), get("50 ms latency", "aiohttp")
+    if sdk and raw:
+        ratio = (sdk["n"] / sdk["elapsed"]) / (raw["n"] / raw["elapsed"])
+        out.append(
+            f"50 ms latency: {ratio:.3f}x raw aiohttp (>= 0.95) "
+            f"{'PASS' if ratio >= 0.95 else 'FAIL'}"
+        )
+    for name, limit in (
+        ("200/s limit, burst 20", 0.02),
+        ("200/s limit, burst 20, Yii2 headers", 0.005),
+    ):
+        sdk = get(name, "sdk")
+        if sdk:
+            ideal = sdk["n"] / 200
+            share = sdk["rate_limited"] / sdk["n"]
+            ok = (
+                sdk["accepted"] == sdk["n"]
+                and sdk["elapsed"] <= 1.05 * ideal
+                and share <= limit
+            )
+            out.append(
+                f"{name}: {sdk['accepted']}/{sdk['n']} accepted, "
+                f"{sdk['elapsed'] / ideal:.3f}x ideal (<= 1.05), 429s "
+                f"{share:.2%} (<= {limit:.1%}) {'PASS' if ok else 'FAIL'}"
+            )
+    small, big = (
+        get("1,000 from a generator", "sdk"),
+        get("100,000 from a generator", "sdk"),
+    )
+    if small and big:
+        growth = big["peak_rss_mb"] - small["peak_rss_mb"]
+        out.append(
+            f"100,000 streamed: peak RSS +{growth:.1f} MB over 1,000 (<= 25) "
+            f"{'PASS' if growth <= 25 else 'FAIL'}"
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
+    parser.add_argument("--only", nargs="*", help="workloads whose name contains these")
+    parser.add_argument("--json", type=Path, help="also write the raw rows here")
+    args = parser.parse_args()
+    rows = measure(args.only, args.quick)
+    print(table(rows))
+    print()
+    for line in checks(rows):
+        print(f"- {line}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

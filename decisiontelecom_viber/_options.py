@@ -1,0 +1,149 @@
+"""Client settings turned into ready-to-use values, checked once at construction."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Final
+
+import httpx
+
+from ._clock import Clock
+from ._constants import (
+    ACCESS_KEY_ENV,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+)
+from ._errors import ConfigurationError, ValidationError
+from ._models import ViberMessage
+from ._ratelimit import AdaptiveLimiter, Limiter, RateLimit
+from ._version import user_agent
+
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_TIMEOUT",
+    "Default",
+    "auth_headers",
+    "coerce_message",
+    "resolve_access_key",
+    "resolve_base_url",
+    "resolve_limiter",
+    "resolve_timeout",
+]
+
+
+class Default:
+    """Marks an argument left out (where None means something else)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT: Final = Default()
+
+DEFAULT_TIMEOUT = httpx.Timeout(
+    DEFAULT_READ_TIMEOUT,
+    connect=DEFAULT_CONNECT_TIMEOUT,
+    pool=DEFAULT_POOL_TIMEOUT,
+)
+
+
+def resolve_access_key(access_key: str | None) -> str:
+    key: object = (
+        access_key if access_key is not None else os.environ.get(ACCESS_KEY_ENV)
+    )
+    if not key:
+        raise ConfigurationError(
+            "no DecisionTelecom access key: pass AsyncViberClient(access_key=...) "
+            f"or set the {ACCESS_KEY_ENV} environment variable "
+            "(your account manager issues the key)"
+        )
+    if not isinstance(key, str) or key != key.strip() or "\n" in key:
+        raise ConfigurationError(
+            "the access key must be a string without surrounding whitespace"
+        )
+    return key
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(base_url: str, *, allow_insecure_http: bool) -> httpx.URL:
+    try:
+        url = httpx.URL(base_url.rstrip("/"))
+    except (httpx.InvalidURL, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"base_url is not a valid URL: {error}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError("base_url must be an absolute http(s) URL")
+    if url.scheme == "http" and not (_is_loopback(url.host) or allow_insecure_http):
+        raise ConfigurationError(
+            "base_url must use https:// (the access key would travel in clear "
+            "text); http:// is allowed for loopback hosts, or with "
+            "allow_insecure_http=True"
+        )
+    return url
+
+
+def coerce_message(item: object) -> ViberMessage:
+    if isinstance(item, ViberMessage):
+        return item
+    if isinstance(item, Mapping):
+        return ViberMessage.from_dict(item)
+    raise ValidationError(
+        "message",
+        f"must be a ViberMessage or a mapping of its fields, not {type(item).__name__}",
+    )
+
+
+def auth_headers(access_key: str, base: Mapping[str, str] | None) -> httpx.Headers:
+    """Request headers: *base* (a user client's defaults), then ours.
+
+    The Authorization header holds the key; httpx masks it in reprs.
+    """
+    token = base64.b64encode(access_key.encode()).decode("ascii")
+    headers = httpx.Headers(base)
+    headers.update(
+        {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": user_agent(),
+        }
+    )
+    return headers
+
+
+def resolve_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    """An `httpx.Timeout` from seconds (or None for no timeout)."""
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
+def resolve_limiter(
+    rate_limit: RateLimit | Limiter | float | None, clock: Clock
+) -> Limiter | None:
+    """The limiter for a ``rate_limit=`` argument (None: no limiting)."""
+    if rate_limit is None:
+        return None
+    if isinstance(rate_limit, bool):
+        raise ConfigurationError(
+            "rate_limit must be a RateLimit, a Limiter, a rate or None"
+        )
+    if isinstance(rate_limit, (int, float)):
+        return AdaptiveLimiter(RateLimit(rate=float(rate_limit)), clock)
+    if isinstance(rate_limit, RateLimit):
+        return AdaptiveLimiter(rate_limit, clock)
+    if isinstance(rate_limit, Limiter):
+        return rate_limit
+    raise ConfigurationError(
+        "rate_limit must be a RateLimit, a Limiter, a rate or None"
+    )

@@ -1,0 +1,44 @@
+"""`wait_for_status`: poll a status with growing intervals until it is final."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ._clock import Clock
+from ._errors import StatusTimeoutError
+from ._models import MessageReceipt
+
+
+__all__ = ["poll_until_final"]
+
+_GROWTH = 1.5
+
+
+def _is_final(receipt: MessageReceipt) -> bool:
+    return receipt.is_final
+
+
+async def poll_until_final(
+    lookup: Callable[[], Awaitable[MessageReceipt]],
+    *,
+    message_id: int,
+    clock: Clock,
+    timeout: float,
+    poll_initial: float,
+    poll_max: float,
+    until: Callable[[MessageReceipt], bool] | None,
+) -> MessageReceipt:
+    """Call *lookup* until *until* (default: final) holds or *timeout* passes."""
+    done = until if until is not None else _is_final
+    deadline = clock.monotonic() + timeout
+    interval = poll_initial
+    receipt: MessageReceipt | None = None
+    while True:
+        receipt = await lookup()
+        if done(receipt):
+            return receipt
+        left = deadline - clock.monotonic()
+        if left <= 0:
+            raise StatusTimeoutError(message_id, timeout, receipt)
+        await clock.sleep(min(interval, left))
+        interval = min(interval * _GROWTH, poll_max)

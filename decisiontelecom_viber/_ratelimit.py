@@ -1,0 +1,503 @@
+"""Client-side rate limiting: one adaptive limiter shared by every call of a client.
+
+Every attempt first ``acquire``s the limiter and ``release``s it with what
+the answer said (`Feedback`). The limiter (`AdaptiveLimiter`) is a GCRA
+(a token bucket in "theoretical arrival time" form) whose rate it adjusts:
+
+* **Unknown limit.** Before the first 429 it limits only the requests in
+  flight, starting at ``initial_window`` and growing by one per answer (slow
+  start, as TCP does): harmless for an unlimited server (the window doubles
+  every round trip) and gentle on a limited one.
+* **A 429** means the server's bucket is empty. Every sender pauses until the
+  server's ``Retry-After`` / ``X-Rate-Limit-Reset`` (or a short backoff), and
+  the rate drops (multiplicative decrease). Feedback from requests sent
+  before that decision is stale and ignored for rate control.
+* **Measuring the limit.** Between two moments the server's bucket is seen
+  empty (a 429, or ``X-Rate-Limit-Remaining`` at 0), every token the server
+  made was spent on requests it accepted: the server's rate is the number of
+  accepted requests over the time between. The rate is then set just below
+  that estimate.
+* **Probing upward.** Without a 429 for a while, while callers are waiting on
+  the limiter, the rate grows (additive increase), so a raised limit is found.
+* **Yii2 headers** (``X-Rate-Limit-Limit/Remaining/Reset``) are used
+  proactively: when few requests remain, senders wait for tokens to come back
+  before the server has to refuse them.
+
+Time comes from the client's `Clock`, so all of this is tested with a fake one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from ._clock import Clock
+from ._errors import ConfigurationError
+
+
+__all__ = [
+    "AdaptiveLimiter",
+    "Feedback",
+    "Limiter",
+    "RateLimit",
+    "RateLimitHeaders",
+    "parse_rate_limit_headers",
+]
+
+# Shortest time between two "bucket empty" moments used to measure the
+# server's rate: shorter baselines are too noisy (one token is a big share).
+_MIN_SAMPLE_SECONDS = 0.15
+# While the limit is unknown the rate doubles every _RAMP_INTERVAL in which
+# callers wait on the limiter; short enough that the server's bucket does not
+# fill (and waste tokens) before the rate passes the limit.
+_RAMP = 2.0
+_RAMP_INTERVAL = 0.05
+# Below the measured limit the rate climbs back by _CLIMB per _INTERVAL.
+_CLIMB = 1.05
+_INTERVAL = 0.1
+# After _QUIET seconds without a refusal the rate probes above the measured
+# limit by _PROBE per _INTERVAL, so a raised (or underestimated) limit is found.
+_QUIET = 1.5
+_PROBE = 1.05
+# A refusal at or below the measured limit: the limit fell, cut by _DECREASE.
+_DECREASE = 0.97
+# A refusal before any measurement: cut by _BLIND_DECREASE.
+_BLIND_DECREASE = 0.7
+# Headroom kept below a measured rate.
+_MARGIN = 0.01
+# Slow start stops limiting requests in flight past this window.
+_MAX_WINDOW = 512
+
+
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise ConfigurationError(f"RateLimit.{attribute.name} must be > 0 or None")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"RateLimit.{attribute.name} must be an int >= 1")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """How a client paces its requests.
+
+    Args:
+        rate: Requests per second to start from; None to discover the
+            server's limit from its answers.
+        burst: Requests allowed at once on top of the rate.
+        adaptive: Adjust the rate to 429s and rate-limit headers. With
+            ``adaptive=False`` the rate is fixed (a 429 still pauses senders).
+        initial_window: While the limit is unknown, requests in flight at first.
+        initial_rate: The rate tried after a first 429 when the limit is
+            unknown; it then grows until measured.
+        max_pause: Longest pause a server may impose through ``Retry-After``
+            or ``X-Rate-Limit-Reset``, in seconds.
+    """
+
+    rate: float | None = attrs.field(default=None, validator=_positive_or_none)
+    burst: int = attrs.field(default=1, validator=_at_least_one)
+    adaptive: bool = True
+    initial_window: int = attrs.field(default=2, validator=_at_least_one)
+    initial_rate: float = attrs.field(default=50.0, validator=_positive_or_none)
+    max_pause: float = attrs.field(default=30.0, validator=_positive_or_none)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.adaptive and self.rate is None:
+            raise ConfigurationError("a fixed (adaptive=False) RateLimit needs a rate")
+
+
+@attrs.frozen
+class RateLimitHeaders:
+    """Yii2's rate-limit headers: bucket size, requests left, seconds to full."""
+
+    limit: int | None
+    remaining: int | None
+    reset: float | None
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
+    """Read ``X-Rate-Limit-Limit/Remaining/Reset``; None when absent or garbled."""
+    if "x-rate-limit-remaining" not in headers and "x-rate-limit-limit" not in headers:
+        return None
+    parsed = RateLimitHeaders(
+        _header_int(headers, "x-rate-limit-limit"),
+        _header_int(headers, "x-rate-limit-remaining"),
+        _header_int(headers, "x-rate-limit-reset"),
+    )
+    if parsed.limit is None and parsed.remaining is None:
+        return None
+    return parsed
+
+
+@attrs.frozen
+class Feedback:
+    """What one attempt's answer tells the limiter.
+
+    Attributes:
+        sent_at: Clock time the request was sent.
+        received_at: Clock time the answer (or failure) came.
+        status: HTTP status, or None if no answer came.
+        rate_limited: Whether the answer was a 429 (or its body with HTTP 200).
+        retry_after: Seconds the server asked to wait, if it said.
+        headers: Rate-limit headers, if the answer had them.
+    """
+
+    sent_at: float
+    received_at: float
+    status: int | None
+    rate_limited: bool = False
+    retry_after: float | None = None
+    headers: RateLimitHeaders | None = None
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What `AsyncViberClient` needs from a rate limiter.
+
+    Implement it to share a limit between processes (see the Redis limiter).
+    ``acquire`` and ``release`` are always paired, one pair per attempt.
+    """
+
+    async def acquire(self) -> float:
+        """Wait until a request may be sent; return the seconds waited.
+
+        The clock time at the start of the call plus the returned wait is
+        taken as the time the request was sent.
+        """
+
+    def release(self, feedback: Feedback) -> None:
+        """Report the outcome of the request allowed by the last ``acquire``."""
+
+    @property
+    def current_rate(self) -> float | None:
+        """Requests per second allowed now; None while not limited by rate."""
+
+
+class AdaptiveLimiter:
+    """The default `Limiter`: an adaptive GCRA (see the module docstring).
+
+    Callers that cannot go at once queue in FIFO order; one dispatcher task
+    (alive only while someone waits) grants them slots as time allows, so a
+    new rate or a pause takes effect at the next slot.
+
+    Args:
+        config: The `RateLimit` settings.
+        clock: Where time is read and waits happen.
+    """
+
+    def __init__(self, config: RateLimit, clock: Clock) -> None:
+        self._config = config
+        self._clock = clock
+        self._rate: float | None = config.rate
+        self._burst = config.burst
+        self._tat = 0.0  # GCRA: theoretical arrival time of the next request
+        self._paused_until = 0.0
+        self._in_flight = 0
+        # Slow start: a window on requests in flight while the limit is unknown.
+        self._window: int | None = (
+            config.initial_window if config.rate is None else None
+        )
+        self._queue: collections.deque[asyncio.Future[float]] = collections.deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._released = asyncio.Event()
+        # Feedback for requests sent no later than this is stale.
+        self._changed_at = -1.0
+        # Measurement: when the server's bucket was last seen empty, and how
+        # many requests it has accepted since.
+        self._empty_at: float | None = None
+        self._accepted_since_empty = 0
+        self._accepted_total = 0
+        # Header measurement: (time, remaining, accepted_total) when the
+        # server's bucket was last seen neither full nor empty.
+        self._header_point: tuple[float, int, int] | None = None
+        self._estimate: float | None = None
+        self._ramping = False
+        self._last_change = clock.monotonic()
+        self._last_refusal = self._last_change
+        self._last_wait = -1.0
+        self._rtt: float | None = None
+        self.pauses = 0
+
+    def __repr__(self) -> str:
+        return f"<AdaptiveLimiter rate={self._rate!r} estimate={self._estimate!r}>"
+
+    @property
+    def current_rate(self) -> float | None:
+        """Requests per second allowed now; None while only slow start limits."""
+        return self._rate
+
+    @property
+    def estimated_limit(self) -> float | None:
+        """The server's rate as last measured, if it has been."""
+        return self._estimate
+
+    @property
+    def in_flight(self) -> int:
+        """Requests acquired and not yet released."""
+        return self._in_flight
+
+    # -- granting slots --------------------------------------------------------
+
+    async def acquire(self) -> float:
+        """Wait for a slot; return the seconds waited until it was granted."""
+        now = self._clock.monotonic()
+        if not self._queue and self._delay(now) <= 0:
+            self._grant(now)
+            return 0.0
+        self._last_wait = now
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append(future)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch())
+        try:
+            granted_at = await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # Granted just as the caller was cancelled: give the slot back.
+                self._in_flight -= 1
+                self._released.set()
+            else:
+                self._forget(future)
+            raise
+        # The grant time, not the time this task resumed: feedback is judged
+        # stale or fresh by when the limiter let the request go.
+        return granted_at - now
+
+    def _delay(self, now: float) -> float:
+        """Seconds until the next caller may go (inf: wait for a release)."""
+        if self._paused_until > now:
+            return self._paused_until - now
+        if self._window is not None and self._in_flight >= self._window:
+            return float("inf")
+        rate = self._rate
+        if rate is None:
+            return 0.0
+        self._maybe_increase(now)
+        interval = 1.0 / (self._rate or rate)
+        return max(self._tat, now) - (self._burst - 1) * interval - now
+
+    def _grant(self, now: float) -> None:
+        if self._rate is not None:
+            interval = 1.0 / self._rate
+            # A late wake-up (timers fire late by a fraction of a millisecond)
+            # must not push every later slot back: within one slot of the
+            # schedule, keep to it; after an idle spell, start afresh.
+            start = self._tat if self._tat >= now - interval else now
+            self._tat = start + interval
+        self._in_flight += 1
+
+    async def _dispatch(self) -> None:
+        clock = self._clock
+        queue = self._queue
+        while queue:
+            if queue[0].done():  # its caller was cancelled
+                queue.popleft()
+                continue
+            now = clock.monotonic()
+            self._last_wait = now
+            delay = self._delay(now)
+            if delay == float("inf"):
+                self._released.clear()
+                await self._released.wait()
+            elif delay > 0:
+                await clock.sleep(delay)
+            else:
+                self._grant(now)
+                queue.popleft().set_result(now)
+
+    def _forget(self, future: asyncio.Future[float]) -> None:
+        with contextlib.suppress(ValueError):
+            self._queue.remove(future)
+        if not self._queue and self._dispatcher is not None:
+            self._dispatcher.cancel()
+            self._dispatcher = None
+
+    def release(self, feedback: Feedback) -> None:
+        """Account for an answer, and adapt to it."""
+        self._in_flight -= 1
+        self._released.set()
+        if feedback.status is not None:
+            # Smoothed round trip: rate changes wait for their feedback.
+            rtt = feedback.received_at - feedback.sent_at
+            self._rtt = rtt if self._rtt is None else 0.9 * self._rtt + 0.1 * rtt
+        # Sent no later than the last change: it says nothing about the new rate.
+        stale = feedback.sent_at <= self._changed_at
+        if feedback.rate_limited:
+            if not stale:
+                self._on_empty(feedback, refused=True)
+        elif feedback.status is not None:
+            # Any answer of the API (not a 429) used one of the server's tokens.
+            self._accepted_since_empty += 1
+            self._accepted_total += 1
+            if self._window is not None:
+                self._window += 1
+                if self._window >= _MAX_WINDOW:
+                    self._window = None
+        headers = feedback.headers
+        if headers is not None and not stale:
+            self._on_headers(feedback, headers)
+
+    # -- adaptation ------------------------------------------------------------
+
+    def _on_empty(self, feedback: Feedback, *, refused: bool) -> None:
+        """The server's bucket was empty when it handled this request."""
+        config = self._config
+        moment = (feedback.sent_at + feedback.received_at) / 2
+        now = feedback.received_at
+        if self._empty_at is None:
+            self._empty_at = moment
+            self._accepted_since_empty = 0
+        elif moment - self._empty_at >= _MIN_SAMPLE_SECONDS:
+            # Every token made since the bucket was last empty went to an
+            # accepted request, unless the bucket overflowed meanwhile: the
+            # sample is a lower bound of the server's rate.
+            sample = self._accepted_since_empty / (moment - self._empty_at)
+            self._empty_at = moment
+            self._accepted_since_empty = 0
+            if sample > (self._estimate or 0.0):
+                self._estimate = sample
+        self._window = None
+        if refused:
+            self._pause(feedback, now)
+        if not config.adaptive:
+            return
+        rate, estimate = self._rate, self._estimate
+        if not refused and rate is not None:
+            # Nearly empty by the headers: the pause above prevents the
+            # refusal, and the headers measure the rate (_measure_from_headers).
+            return
+        target = estimate * (1 - _MARGIN) if estimate is not None else None
+        if rate is None:
+            new_rate = max(config.initial_rate, target or 0.0)
+            self._ramping = True
+        elif self._ramping:
+            self._ramping = False
+            new_rate = target if target is not None else rate / _RAMP
+        elif target is None:
+            new_rate = rate * _BLIND_DECREASE
+        elif rate > target:
+            new_rate = target
+        else:
+            # Refused at or below the measured limit: the limit fell (or the
+            # account is shared). Believe the refusal.
+            self._estimate = (estimate or rate) * _DECREASE
+            new_rate = self._estimate * (1 - _MARGIN)
+        self._set_rate(new_rate, now)
+        self._last_refusal = now
+
+    def _on_headers(self, feedback: Feedback, headers: RateLimitHeaders) -> None:
+        remaining = headers.remaining
+        if self._window is not None and headers.limit is not None:
+            # The server said how many it takes at once: no need to creep.
+            self._window = max(self._window, min(headers.limit, _MAX_WINDOW))
+        if remaining is None or feedback.rate_limited:
+            return
+        self._measure_from_headers(feedback, remaining, headers.limit)
+        # Keep one token per request in flight: they land before the bucket
+        # refills.
+        reserve = self._in_flight + 1
+        if remaining < reserve:
+            # Nearly empty: the same signal as a 429, without the refusal.
+            self._on_empty(feedback, refused=False)
+            rate = self._rate or self._config.initial_rate
+            self._pause_until(
+                feedback.received_at + (reserve - remaining) / rate, count=False
+            )
+
+    def _measure_from_headers(
+        self, feedback: Feedback, remaining: int, limit: int | None
+    ) -> None:
+        """Measure the server's rate from ``X-Rate-Limit-Remaining``.
+
+        Tokens the server made between two answers are the change in
+        Remaining plus the requests it accepted in between, as long as its
+        bucket was never full (full, it may have thrown tokens away).
+        """
+        moment = (feedback.sent_at + feedback.received_at) / 2
+        if limit is None or remaining >= limit - 1:
+            self._header_point = None  # full: tokens may have overflowed
+            return
+        point = (moment, remaining, self._accepted_total)
+        if self._header_point is None:
+            self._header_point = point
+            return
+        then, remaining_then, accepted_then = self._header_point
+        elapsed = moment - then
+        if elapsed < _MIN_SAMPLE_SECONDS:
+            return
+        self._header_point = point
+        made = remaining - remaining_then + self._accepted_total - accepted_then
+        if made <= 0:
+            return
+        self._estimate = made / elapsed
+        if self._config.adaptive and self._rate is not None:
+            self._ramping = False
+            self._set_rate(self._estimate * (1 - _MARGIN), feedback.received_at)
+
+    def _pause(self, feedback: Feedback, now: float) -> None:
+        config = self._config
+        server_wait = feedback.retry_after
+        if server_wait is None and feedback.headers is not None:
+            server_wait = feedback.headers.reset
+        pause = (
+            server_wait if server_wait else 1.0 / (self._rate or config.initial_rate)
+        )
+        self._pause_until(now + pause, count=True)
+
+    def _pause_until(self, until: float, *, count: bool) -> None:
+        now = self._clock.monotonic()
+        until = min(until, now + self._config.max_pause)
+        if until > self._paused_until:
+            self._paused_until = until
+            self._tat = max(self._tat, until)
+            self.pauses += count
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._changed_at = now
+        self._last_change = now
+        # Slots promised at the old rate are not kept.
+        self._tat = min(self._tat, max(now, self._paused_until) + 1.0 / rate)
+
+    def _maybe_increase(self, now: float) -> None:
+        """Grow the rate while callers wait on the limiter (see module docstring)."""
+        rate = self._rate
+        if rate is None or not self._config.adaptive:
+            return
+        # Never change faster than the server's answers can tell the effect.
+        feedback_time = 2 * (self._rtt or 0.0)
+        interval = max(_INTERVAL, feedback_time)
+        if now - self._last_wait > interval:
+            return  # callers are not waiting on the limiter: no evidence
+        since_change = now - self._last_change
+        estimate = self._estimate
+        if self._ramping:
+            if since_change >= max(_RAMP_INTERVAL, feedback_time):
+                self._rate = rate * _RAMP
+                self._last_change = now
+        elif since_change < interval:
+            return
+        elif estimate is not None and rate < estimate * (1 - _MARGIN):
+            self._rate = min(rate * _CLIMB, estimate * (1 - _MARGIN))
+            self._last_change = now
+        elif now - self._last_refusal >= _QUIET:
+            self._rate = rate * _PROBE
+            self._last_change = now
