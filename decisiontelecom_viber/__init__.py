@@ -6,6 +6,7 @@ private. See the README and docs/ for a guide.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ._bulk import ProgressCallback as ProgressCallback
@@ -100,7 +101,10 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type):
-        _obj.__module__ = __name__
+        # On 3.10 some generic aliases pass isinstance(x, type) but are
+        # read-only; they keep their module.
+        with contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = __name__
 del _name, _obj
 
 

@@ -14,6 +14,8 @@ registered automatically when the package is installed.
 
 from __future__ import annotations
 
+import contextlib
+
 from ._app import Sandbox as Sandbox
 from ._config import LatencyDistribution as LatencyDistribution
 from ._config import SandboxConfig as SandboxConfig
@@ -40,5 +42,8 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type):
-        _obj.__module__ = __name__
+        # On 3.10 some generic aliases pass isinstance(x, type) but are
+        # read-only; they keep their module.
+        with contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = __name__
 del _name, _obj
