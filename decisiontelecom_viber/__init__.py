@@ -11,6 +11,10 @@ from typing import Any
 
 from ._bulk import ProgressCallback as ProgressCallback
 from ._bulk import ResultStream as ResultStream
+from ._callbacks import CallbackEvent as CallbackEvent
+from ._callbacks import IncomingMessage as IncomingMessage
+from ._callbacks import StatusCallback as StatusCallback
+from ._callbacks import parse_callback as parse_callback
 from ._client import AsyncViberClient as AsyncViberClient
 from ._client import MessageLike as MessageLike
 from ._clock import Clock as Clock
@@ -47,9 +51,15 @@ from ._ratelimit import Feedback as Feedback
 from ._ratelimit import Limiter as Limiter
 from ._ratelimit import RateLimit as RateLimit
 from ._ratelimit import RateLimitHeaders as RateLimitHeaders
+from ._receiver import CallbackReceiver as CallbackReceiver
+from ._receiver import MessageHandler as MessageHandler
+from ._receiver import ReceiverStats as ReceiverStats
+from ._receiver import StatusHandler as StatusHandler
 from ._retry import RetryDetails as RetryDetails
 from ._retry import RetryHook as RetryHook
 from ._retry import RetryPolicy as RetryPolicy
+from ._signing import signed_callback_url as signed_callback_url
+from ._signing import verify_callback_token as verify_callback_token
 
 
 __all__ = [
@@ -60,15 +70,19 @@ __all__ = [
     "AuthenticationError",
     "BulkSummary",
     "CallbackError",
+    "CallbackEvent",
+    "CallbackReceiver",
     "ClientClosedError",
     "ClientMetrics",
     "Clock",
     "ConfigurationError",
     "Feedback",
     "GatewayTimeoutError",
+    "IncomingMessage",
     "InsufficientBalanceError",
     "InvalidParameterError",
     "Limiter",
+    "MessageHandler",
     "MessageLike",
     "MessageReceipt",
     "MessageStatus",
@@ -78,6 +92,7 @@ __all__ = [
     "RateLimit",
     "RateLimitError",
     "RateLimitHeaders",
+    "ReceiverStats",
     "ResultStream",
     "RetryDetails",
     "RetryHook",
@@ -87,6 +102,8 @@ __all__ = [
     "ServerError",
     "SmsStatus",
     "SourceType",
+    "StatusCallback",
+    "StatusHandler",
     "StatusResult",
     "StatusTimeoutError",
     "SystemClock",
@@ -94,6 +111,9 @@ __all__ = [
     "ValidationError",
     "ViberError",
     "ViberMessage",
+    "parse_callback",
+    "signed_callback_url",
+    "verify_callback_token",
 ]
 
 # Show the public path in reprs and tracebacks (as httpx does), not the

@@ -49,6 +49,7 @@ from ._options import (
 from ._polling import poll_until_final
 from ._ratelimit import Feedback, Limiter, RateLimit, parse_rate_limit_headers
 from ._retry import Retrier, RetryHook, RetryPolicy
+from ._signing import CallbackSigner
 from ._transport import (
     TRANSLATED_ERRORS,
     ClientExchange,
@@ -120,6 +121,15 @@ class AsyncViberClient:
         allow_insecure_http: Allow an ``http://`` *base_url* for a host that is
             not loopback. The access key then travels in clear text.
         on_retry: Hooks called before each retry with a `RetryDetails`.
+        callback_url: A callback URL to give every message that has none.
+            With *callback_secret*, each one is signed (`signed_callback_url`),
+            so a `CallbackReceiver` holding the same secret can refuse forged
+            callbacks.
+        callback_secret: The secret signing *callback_url* (the first one, if
+            several are given for key rotation).
+        callback_reference: Called with each message to get its reference
+            (for example your order ID), signed into its callback URL as
+            ``ref`` and handed to your callback handlers as ``reference``.
         clock: Time source for waits (tests pass a fake one).
 
     Raises:
@@ -128,6 +138,7 @@ class AsyncViberClient:
 
     __slots__ = (
         "_base_url",
+        "_callback",
         "_clock",
         "_closed",
         "_exchange",
@@ -158,6 +169,9 @@ class AsyncViberClient:
         proxy: str | httpx.Proxy | Default | None = DEFAULT,
         allow_insecure_http: bool = False,
         on_retry: RetryHook | Sequence[RetryHook] = (),
+        callback_url: str | None = None,
+        callback_secret: str | bytes | Sequence[str | bytes] | None = None,
+        callback_reference: Callable[[ViberMessage], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._base_url = resolve_base_url(
@@ -215,6 +229,9 @@ class AsyncViberClient:
         self._timeout_ext = self._timeout.as_dict()
         self._timeout_max = max(
             (t for t in self._timeout_ext.values() if t is not None), default=0.0
+        )
+        self._callback = CallbackSigner.build(
+            callback_url, callback_secret, callback_reference
         )
         self._closed = False
 
@@ -438,6 +455,8 @@ class AsyncViberClient:
     async def _send_item(self, index: int, item: object, tally: Tally) -> SendResult:
         try:
             message = coerce_message(item)
+            if self._callback is not None:
+                message = self._callback.attach(message)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, item, error=error)
         try:
@@ -457,6 +476,8 @@ class AsyncViberClient:
 
     async def _send(self, message: ViberMessage, tally: Tally | None) -> int:
         self._check_open()
+        if self._callback is not None:
+            message = self._callback.attach(message)
         body = encode_message(message)
 
         async def attempt(deadline: float | None) -> int:
