@@ -19,7 +19,9 @@ import contextlib
 from ._app import Sandbox as Sandbox
 from ._config import LatencyDistribution as LatencyDistribution
 from ._config import SandboxConfig as SandboxConfig
+from ._server import AppServer as AppServer
 from ._server import SandboxServer as SandboxServer
+from ._server import serve_app as serve_app
 from ._server import serve_sandbox as serve_sandbox
 from ._state import AcceptedMessage as AcceptedMessage
 from ._state import CallbackRecord as CallbackRecord
@@ -29,6 +31,7 @@ from ._state import SandboxStats as SandboxStats
 
 __all__ = [
     "AcceptedMessage",
+    "AppServer",
     "CallbackRecord",
     "LatencyDistribution",
     "RequestRecord",
@@ -36,6 +39,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxServer",
     "SandboxStats",
+    "serve_app",
     "serve_sandbox",
 ]
 

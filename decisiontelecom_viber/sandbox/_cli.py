@@ -87,9 +87,12 @@ def config_from_args(namespace: argparse.Namespace) -> SandboxConfig:
     return SandboxConfig(**{name: getattr(namespace, name) for name in names})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    prog: str = "python -m decisiontelecom_viber.sandbox",
+) -> int:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     namespace = parser.parse_args(argv)
     try:
         config = config_from_args(namespace)

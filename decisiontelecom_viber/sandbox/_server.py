@@ -11,15 +11,17 @@ import asyncio
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._app import API_PREFIX, Sandbox
 from ._config import SandboxConfig
 
 
-__all__ = ["SandboxServer", "serve_sandbox"]
+__all__ = ["AppServer", "SandboxServer", "serve_app", "serve_sandbox"]
 
 _START_TIMEOUT = 15.0
+
+_S = TypeVar("_S", bound="AppServer")
 
 
 def _uvicorn() -> Any:
@@ -33,16 +35,16 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
-class SandboxServer:
-    """A sandbox served by uvicorn; use it as a (sync or async) context manager.
+class AppServer:
+    """An ASGI app served by uvicorn in a thread; a (sync or async) context manager.
 
     Attributes:
-        sandbox: The `Sandbox` app, to inspect and steer.
+        app: The ASGI app served.
         host: The interface served on.
     """
 
-    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0):
-        self.sandbox = sandbox
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -62,17 +64,7 @@ class SandboxServer:
         """``http://HOST:PORT``, where ``/__sandbox/`` lives."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def base_url(self) -> str:
-        """The API base URL to give `AsyncViberClient` (ends in ``/v1/api``)."""
-        return f"{self.root_url}{API_PREFIX}"
-
-    @property
-    def access_key(self) -> str:
-        """The access key the sandbox accepts."""
-        return self.sandbox.config.access_key
-
-    def start(self) -> SandboxServer:
+    def start(self: _S) -> _S:
         """Start serving in a background thread (returns when ready)."""
         self._launch()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -92,7 +84,7 @@ class SandboxServer:
             self._thread = None
         self._port = None
 
-    async def astart(self) -> SandboxServer:
+    async def astart(self: _S) -> _S:
         """Like `start`, without blocking the running event loop."""
         self._launch()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -115,7 +107,7 @@ class SandboxServer:
             self._thread = None
         self._port = None
 
-    def __enter__(self) -> SandboxServer:
+    def __enter__(self: _S) -> _S:
         return self.start()
 
     def __exit__(
@@ -126,7 +118,7 @@ class SandboxServer:
     ) -> None:
         self.stop()
 
-    async def __aenter__(self) -> SandboxServer:
+    async def __aenter__(self: _S) -> _S:
         return await self.astart()
 
     async def __aexit__(
@@ -138,15 +130,15 @@ class SandboxServer:
         await self.astop()
 
     def __repr__(self) -> str:
-        where = self.base_url if self._port is not None else "not running"
-        return f"<SandboxServer {where}>"
+        where = self.root_url if self._port is not None else "not running"
+        return f"<{type(self).__name__} {where}>"
 
     def _launch(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the sandbox server is already running")
         uvicorn = _uvicorn()
         config = uvicorn.Config(
-            self.sandbox,
+            self.app,
             host=self.host,
             port=self._requested_port,
             loop="asyncio",
@@ -182,12 +174,54 @@ class SandboxServer:
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._server.serve())
-            loop.run_until_complete(self.sandbox.aclose())
+            loop.run_until_complete(self._after_serving())
         except BaseException as error:  # noqa: BLE001 - reported to the starter
             self._error = error
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+    async def _after_serving(self) -> None:
+        """Clean up on the server's loop once it stopped serving."""
+
+
+class SandboxServer(AppServer):
+    """A sandbox served by uvicorn; use it as a (sync or async) context manager.
+
+    Attributes:
+        sandbox: The `Sandbox` app, to inspect and steer.
+        host: The interface served on.
+    """
+
+    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(sandbox, host=host, port=port)
+        self.sandbox = sandbox
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL to give `AsyncViberClient` (ends in ``/v1/api``)."""
+        return f"{self.root_url}{API_PREFIX}"
+
+    @property
+    def access_key(self) -> str:
+        """The access key the sandbox accepts."""
+        return self.sandbox.config.access_key
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not running"
+        return f"<SandboxServer {where}>"
+
+    async def _after_serving(self) -> None:
+        await self.sandbox.aclose()
+
+
+def serve_app(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AppServer:
+    """Serve any ASGI app (a `CallbackReceiver`, say) under uvicorn in a thread.
+
+    Use the result as ``with serve_app(app) as server:`` (or ``async with``);
+    ``server.root_url`` is where it listens.
+    """
+    return AppServer(app, host=host, port=port)
 
 
 def serve_sandbox(

@@ -1,0 +1,10 @@
+"""``python -m decisiontelecom_viber``: the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""``decisiontelecom-viber bulk``: a CSV or JSON Lines file through `send_messages`."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .._errors import ValidationError
+from .._models import SendResult, ViberMessage
+from .._ratelimit import RateLimit
+from ._app import api_options, make_client, run
+from ._exit import ExitCode
+from ._fields import convert_row, message_options
+from ._journal import Journal, JournalError, RowResult
+
+
+__all__ = ["bulk"]
+
+_JSON_LINES = (".jsonl", ".ndjson")
+
+
+class RowError(Exception):
+    """A row that cannot be read (not JSON, not UTF-8, too many cells)."""
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    """(row number, row or why it is unreadable), lazily, for CSV or JSON Lines."""
+    if path.suffix.lower() == ".csv":
+        yield from _csv_rows(path)
+    else:
+        yield from _json_rows(path)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    # surrogateescape: a stray byte spoils its row only, not the whole file.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        number = 0
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                number += 1
+                yield number, RowError(f"unreadable CSV: {error}")
+                continue
+            number += 1
+            yield number, _check_csv_row(row)
+
+
+def _check_csv_row(row: dict[str | None, Any]) -> Mapping[str, Any] | RowError:
+    if None in row:
+        return RowError("the row has more cells than the header")
+    for value in row.values():
+        if isinstance(value, str) and any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
+            return RowError("the row is not valid UTF-8")
+    return {str(key): value for key, value in row.items()}
+
+
+def _json_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+    with path.open("rb") as stream:
+        number = 0
+        for raw in stream:
+            if not raw.strip():
+                continue
+            number += 1
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                yield number, RowError(f"not a JSON object: {error}")
+                continue
+            if not isinstance(row, dict):
+                yield number, RowError("not a JSON object")
+                continue
+            yield number, row
+
+
+def count_rows(path: Path) -> int:
+    """The number of rows, for the progress bar (one cheap pass)."""
+    return sum(1 for _ in read_rows(path))
+
+
+def message_for(
+    row: Mapping[str, Any] | RowError, shared: Mapping[str, Any]
+) -> ViberMessage:
+    """Build a row's message: its own cells over the values shared by flags.
+
+    Raises:
+        ValidationError: The row is unreadable or breaks a message rule.
+    """
+    if isinstance(row, RowError):
+        raise ValidationError("row", str(row))
+    merged = {key: value for key, value in shared.items() if value is not None}
+    merged.update(
+        (key, value) for key, value in row.items() if value is not None and value != ""
+    )
+    return ViberMessage.from_dict(convert_row(merged))
+
+
+def result_of(row: int, result: SendResult) -> RowResult:
+    """The journal/results record of a send."""
+    if result.error is None:
+        return RowResult(row, "sent", result.message_id)
+    return RowResult(
+        row, result.outcome.value, None, type(result.error).__name__, str(result.error)
+    )
+
+
+def write_results(path: Path, results: Mapping[int, RowResult]) -> None:
+    """Write every row's result in row order (atomically: a temp file, then rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    rows = [results[row].to_dict() for row in sorted(results)]
+    with temporary.open("w", newline="", encoding="utf-8") as stream:
+        if path.suffix.lower() == ".csv":
+            writer = csv.DictWriter(
+                stream,
+                fieldnames=["row", "outcome", "message_id", "error_type", "error"],
+            )
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+
+
+class Display:
+    """The progress bar (or nothing, with --no-progress)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.counts = {"sent": 0, "failed": 0, "unknown": 0}
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if enabled:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>6.1f}/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[counts]}"),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._task = self._progress.add_task(
+                "sending", total=total, rate=0.0, counts=self._text()
+            )
+
+    def _text(self) -> str:
+        c = self.counts
+        return f"ok {c['sent']}  failed {c['failed']}  unknown {c['unknown']}"
+
+    def __enter__(self) -> Display:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def add(self, outcome: str, rate: float = 0.0) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, rate=rate, counts=self._text())
+
+
+def _check_extension(path: Path, what: str) -> None:
+    if path.suffix.lower() not in (".csv", *_JSON_LINES):
+        raise click.BadParameter(
+            f"{what} must end in .csv or .jsonl (or .ndjson)", param_hint=what
+        )
+
+
+@click.command()
+@api_options
+@message_options(required=False)
+@click.argument(
+    "input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results file: .csv (with a header) or .jsonl.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted run: sent rows are skipped, rows that may "
+    "have been sent are reported unknown, failed rows are tried again.",
+)
+@click.option(
+    "--concurrency", default=32, show_default=True, type=click.IntRange(1, 512)
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Send at most this many messages per second (default: discover the "
+    "account's limit).",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def bulk(
+    ctx: click.Context,
+    /,
+    access_key: str | None,
+    base_url: str,
+    allow_insecure_http: bool,
+    attempts: int,
+    input_file: Path,
+    output: Path,
+    resume: bool,
+    concurrency: int,
+    rate: float | None,
+    no_progress: bool,
+    **shared: Any,
+) -> int:
+    """Send one message per row of INPUT_FILE (CSV or JSON Lines).
+
+    Columns are named like the message fields (sender, receiver, text,
+    message_type, ...); a flag gives a value to rows that lack it. Writes one
+    result row per input row to --output, and a journal beside it so that a
+    crashed run can be resumed without sending anything twice.
+    """
+    _check_extension(input_file, "INPUT_FILE")
+    _check_extension(output, "--output")
+    journal_path = output.with_name(output.name + ".journal")
+    try:
+        journal = Journal(journal_path, input_file, resume=resume)
+    except JournalError as error:
+        click.echo(f"error: {error}", err=True)
+        return int(ExitCode.INVALID)
+    try:
+        return run(
+            ctx,
+            _send_file(
+                journal,
+                input_file,
+                output,
+                shared,
+                client_options={
+                    "access_key": access_key,
+                    "base_url": base_url,
+                    "allow_insecure_http": allow_insecure_http,
+                    "attempts": attempts,
+                },
+                concurrency=concurrency,
+                rate=rate,
+                progress=not no_progress,
+            ),
+        )
+    finally:
+        journal.close()
+
+
+async def _send_file(
+    journal: Journal,
+    input_file: Path,
+    output: Path,
+    shared: Mapping[str, Any],
+    *,
+    client_options: dict[str, Any],
+    concurrency: int,
+    rate: float | None,
+    progress: bool,
+) -> int:
+    rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
+    client = make_client(**client_options, rate_limit=rate_limit)
+    rows_of: dict[int, int] = {}  # send index -> row number
+    indexes = itertools.count()
+    display = Display(count_rows(input_file), progress)
+
+    def messages() -> Iterator[ViberMessage]:
+        for row, data in read_rows(input_file):
+            done = journal.results.get(row)
+            if done is not None and done.outcome != "failed":
+                display.add(done.outcome)
+                continue
+            if row in journal.in_flight:
+                # The previous run may have sent it: never send it again.
+                journal.record(
+                    RowResult(
+                        row,
+                        "unknown",
+                        error_type="OutcomeUnknownError",
+                        error="in flight when the previous run stopped; not resent",
+                    )
+                )
+                display.add("unknown")
+                continue
+            try:
+                message = message_for(data, shared)
+            except ValidationError as error:
+                journal.record(
+                    RowResult(row, "failed", None, "ValidationError", str(error))
+                )
+                display.add("failed")
+                continue
+            journal.sending(row)
+            rows_of[next(indexes)] = row
+            yield message
+
+    with display:
+        async with client:
+            stream = client.send_messages(messages(), concurrency=concurrency)
+            async with stream:
+                async for result in stream:
+                    record = result_of(rows_of.pop(result.index), result)
+                    journal.record(record)
+                    display.add(record.outcome, stream.summary.rate)
+    write_results(output, journal.results)
+    counts = {"sent": 0, "failed": 0, "unknown": 0}
+    for record in journal.results.values():
+        counts[record.outcome] = counts.get(record.outcome, 0) + 1
+    click.echo(
+        f"sent {counts['sent']}, failed {counts['failed']}, unknown "
+        f"{counts['unknown']}; results in {output}",
+        err=True,
+    )
+    ok = counts["failed"] == 0 and counts["unknown"] == 0
+    return int(ExitCode.OK if ok else ExitCode.PARTIAL)

@@ -1,0 +1,445 @@
+"""The command line, driven against the sandbox: output, files, exit codes, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from decisiontelecom_viber.cli import ExitCode, main
+from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
+
+from .servers import unused_port
+
+
+pytestmark = pytest.mark.integration
+
+Run = tuple[int, str, str]
+
+
+@pytest.fixture
+def run(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    viber_sandbox: SandboxServer,
+) -> object:
+    """Run the CLI in process with the sandbox's key and URL in the environment."""
+    monkeypatch.setenv("DECISIONTELECOM_ACCESS_KEY", viber_sandbox.access_key)
+    monkeypatch.setenv("DECISIONTELECOM_BASE_URL", viber_sandbox.base_url)
+
+    def invoke(*args: str) -> Run:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+SEND = ("send", "--sender", "Acme", "--receiver", "380501234567", "--text", "hi")
+
+
+class TestSend:
+    def test_prints_the_message_id(
+        self, run: object, viber_sandbox: SandboxServer
+    ) -> None:
+        """`send` prints the ID; the sandbox received exactly that message."""
+        code, out, _ = run(*SEND)  # type: ignore[operator]
+
+        assert ExitCode.OK == code
+        assert "hi" == viber_sandbox.sandbox.message(int(out)).text
+
+    def test_json_and_every_field(
+        self, run: object, viber_sandbox: SandboxServer
+    ) -> None:
+        """--json output; image flags make a promotional 108 message."""
+        code, out, _ = run(  # type: ignore[operator]
+            "send",
+            "--json",
+            "--sender",
+            "Acme",
+            "--receiver",
+            "380501234567",
+            "--text",
+            "Sale",
+            "--image-url",
+            "https://cdn.example.com/a.png",
+            "--button-caption",
+            "Go",
+            "--button-action",
+            "https://example.com",
+            "--validity-period",
+            "3600",
+            "--callback-url",
+            "https://h.example.com/cb",
+        )
+
+        payload = viber_sandbox.sandbox.message(json.loads(out)["message_id"]).payload
+        assert ExitCode.OK == code
+        assert (108, 1, 3600) == (
+            payload["message_type"],
+            payload["source_type"],
+            payload["validity_period"],
+        )
+
+    def test_missing_key_says_how_to_set_it(
+        self, run: object, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No key: exit 3 and one line naming the environment variable."""
+        monkeypatch.delenv("DECISIONTELECOM_ACCESS_KEY")
+
+        code, _, err = run(*SEND)  # type: ignore[operator]
+
+        assert ExitCode.CONFIGURATION == code
+        assert "DECISIONTELECOM_ACCESS_KEY" in err
+        assert "Traceback" not in err
+
+    def test_invalid_message_is_one_line(self, run: object) -> None:
+        """A validation error: exit 4, one line, no traceback."""
+        code, _, err = run(*SEND[:-1], "x" * 1001)  # type: ignore[operator]
+
+        assert ExitCode.INVALID == code
+        assert 1 == len(err.strip().splitlines())
+        assert err.startswith("error: invalid message: text:")
+
+    def test_debug_shows_the_traceback(self, run: object) -> None:
+        """--debug lets the exception through."""
+        from decisiontelecom_viber import ValidationError
+
+        with pytest.raises(ValidationError):
+            run("--debug", *SEND[:-1], "x" * 1001)  # type: ignore[operator]
+
+    def test_refused_by_the_api(self, run: object) -> None:
+        """The API refuses a field: exit 5."""
+        code, _, err = run(  # type: ignore[operator]
+            "send", "--sender", "Acme", "--receiver", "+380501234567", "--text", "hi"
+        )
+
+        assert ExitCode.REFUSED == code
+        assert "destination_addr" in err
+
+    def test_unreachable(self, run: object) -> None:
+        """Nothing listening: exit 6."""
+        code, _, err = run(  # type: ignore[operator]
+            *SEND,
+            "--attempts",
+            "1",
+            "--base-url",
+            f"http://127.0.0.1:{unused_port()}/v1/api",
+        )
+
+        assert ExitCode.UNREACHABLE == code
+        assert "could not reach" in err
+
+    @pytest.mark.viber_sandbox(fault_disconnect_after=1.0)
+    def test_outcome_unknown(self, run: object) -> None:
+        """A broken connection after acceptance: exit 7, and advice."""
+        code, _, err = run(*SEND)  # type: ignore[operator]
+
+        assert ExitCode.OUTCOME_UNKNOWN == code
+        assert "check its status" in err
+
+
+class TestStatus:
+    @pytest.mark.viber_sandbox(time_scale=1000.0, seen_fraction=0.0)
+    def test_status_and_wait(self, run: object) -> None:
+        """`status` prints one line per ID; `wait` returns once it is final."""
+        _, out, _ = run(*SEND)  # type: ignore[operator]
+        message_id = out.strip()
+
+        code, waited, _ = run("wait", message_id, "--interval", "0.01", "--json")  # type: ignore[operator]
+        status_code, lines, _ = run("status", message_id, message_id)  # type: ignore[operator]
+
+        assert ExitCode.OK == code
+        assert "delivered" == json.loads(waited)["status_name"]
+        assert ExitCode.OK == status_code
+        assert [f"{message_id}\tdelivered"] * 2 == lines.strip().splitlines()
+
+    @pytest.mark.viber_sandbox(delivered_after=10_000.0)
+    def test_wait_times_out(self, run: object) -> None:
+        """No final status in time: exit 8."""
+        _, out, _ = run(*SEND)  # type: ignore[operator]
+
+        code, _, err = run(  # type: ignore[operator]
+            "wait", out.strip(), "--timeout", "0.3", "--interval", "0.05"
+        )
+
+        assert ExitCode.TIMEOUT == code
+        assert "no final status" in err
+
+    def test_unknown_id(self, run: object) -> None:
+        """An unknown ID is refused: exit 5."""
+        code, _, err = run("status", "999999")  # type: ignore[operator]
+
+        assert ExitCode.REFUSED == code
+        assert "999999" in err
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    return path
+
+
+class TestBulk:
+    def test_csv_in_csv_out(
+        self, run: object, tmp_path: Path, viber_sandbox: SandboxServer
+    ) -> None:
+        """One result row per input row; malformed rows fail, never crash."""
+        source = write_csv(
+            tmp_path / "in.csv",
+            [
+                ["receiver", "text", "message_type"],
+                ["380500000001", "one", ""],
+                ["380500000002", "two", "text"],
+                ["380500000003", "three", "nonsense"],
+                ["380500000004", "", ""],
+                ["380500000005", "five", "106", "extra cell"],
+                ["380500000006", "six", "106"],
+            ],
+        )
+        output = tmp_path / "out.csv"
+
+        code, _, err = run(  # type: ignore[operator]
+            "bulk",
+            str(source),
+            "--output",
+            str(output),
+            "--sender",
+            "Acme",
+            "--no-progress",
+        )
+
+        rows = list(csv.DictReader(output.read_text().splitlines()))
+        assert ExitCode.PARTIAL == code
+        assert ["1", "2", "3", "4", "5", "6"] == [r["row"] for r in rows]
+        assert ["sent", "sent", "failed", "failed", "failed", "sent"] == [
+            r["outcome"] for r in rows
+        ]
+        assert "ValidationError" == rows[2]["error_type"]
+        assert "more cells" in rows[4]["error"]
+        assert 3 == viber_sandbox.sandbox.stats.accepted
+        assert "sent 3, failed 3, unknown 0" in err
+
+    def test_jsonl_in_jsonl_out_all_sent(self, run: object, tmp_path: Path) -> None:
+        """JSON Lines both ways; all sent: exit 0."""
+        source = tmp_path / "in.jsonl"
+        source.write_text(
+            "".join(
+                json.dumps(
+                    {"sender": "A", "receiver": f"3805000000{n:02d}", "text": "t"}
+                )
+                + "\n"
+                for n in range(20)
+            )
+        )
+        output = tmp_path / "out.jsonl"
+
+        code, _, _ = run(  # type: ignore[operator]
+            "bulk",
+            str(source),
+            "-o",
+            str(output),
+            "--concurrency",
+            "4",
+            "--rate",
+            "500",
+            "--no-progress",
+        )
+
+        results = [json.loads(line) for line in output.read_text().splitlines()]
+        assert ExitCode.OK == code
+        assert list(range(1, 21)) == [r["row"] for r in results]
+        assert {"sent"} == {r["outcome"] for r in results}
+
+    def test_bad_json_line_is_a_failed_row(self, run: object, tmp_path: Path) -> None:
+        """A line that is not JSON fails alone."""
+        source = tmp_path / "in.jsonl"
+        source.write_text(
+            '{"sender": "A", "receiver": "1", "text": "ok"}\n{not json\n[1, 2]\n'
+        )
+        output = tmp_path / "out.jsonl"
+
+        code, _, _ = run("bulk", str(source), "-o", str(output), "--no-progress")  # type: ignore[operator]
+
+        outcomes = [
+            json.loads(line)["outcome"] for line in output.read_text().splitlines()
+        ]
+        assert ExitCode.PARTIAL == code
+        assert ["sent", "failed", "failed"] == outcomes
+
+    def test_existing_results_need_resume(self, run: object, tmp_path: Path) -> None:
+        """A second run refuses to start over; --resume sends nothing twice."""
+        source = write_csv(
+            tmp_path / "in.csv",
+            [["sender", "receiver", "text"], ["A", "1", "x"], ["A", "2", "y"]],
+        )
+        output = tmp_path / "out.csv"
+        args = ("bulk", str(source), "-o", str(output), "--no-progress")
+        run(*args)  # type: ignore[operator]
+
+        again, _, err = run(*args)  # type: ignore[operator]
+        resumed, _, _ = run(*args, "--resume")  # type: ignore[operator]
+
+        assert ExitCode.INVALID == again
+        assert "--resume" in err
+        assert ExitCode.OK == resumed
+
+    def test_unsupported_extension(self, run: object, tmp_path: Path) -> None:
+        """Only .csv and .jsonl files: a usage error otherwise."""
+        source = tmp_path / "in.txt"
+        source.write_text("x")
+
+        code, _, err = run("bulk", str(source), "-o", str(tmp_path / "o.csv"))  # type: ignore[operator]
+
+        assert ExitCode.USAGE == code
+        assert ".csv" in err
+
+
+@pytest.fixture
+def slow_sandbox() -> Iterator[SandboxServer]:
+    config = SandboxConfig(access_key="kill-key", latency=0.05)
+    with serve_sandbox(config) as server:
+        yield server
+
+
+def test_resume_after_kill_9_sends_nobody_twice(
+    tmp_path: Path, slow_sandbox: SandboxServer
+) -> None:
+    """kill -9 mid-run, then --resume: every row once, nobody messaged twice."""
+    source = tmp_path / "in.jsonl"
+    count = 400
+    source.write_text(
+        "".join(
+            json.dumps({"receiver": f"38070{n:07d}", "text": f"row {n}"}) + "\n"
+            for n in range(count)
+        )
+    )
+    output = tmp_path / "out.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "decisiontelecom_viber",
+        "bulk",
+        str(source),
+        "-o",
+        str(output),
+        "--sender",
+        "Acme",
+        "--concurrency",
+        "16",
+        "--rate",
+        "1000",
+        "--no-progress",
+        "--base-url",
+        slow_sandbox.base_url,
+    ]
+    env = {**os.environ, "DECISIONTELECOM_ACCESS_KEY": "kill-key"}
+    first = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)  # noqa: S603
+    deadline = time.monotonic() + 20
+    while slow_sandbox.sandbox.stats.accepted < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    accepted_at_kill = slow_sandbox.sandbox.stats.accepted
+
+    resumed = subprocess.run(  # noqa: S603
+        [*command, "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    results = [json.loads(line) for line in output.read_text().splitlines()]
+    texts = [m.text for m in slow_sandbox.sandbox.messages()]
+    unknown = [r for r in results if r["outcome"] == "unknown"]
+    assert -signal.SIGKILL == first.returncode
+    assert 100 <= accepted_at_kill < count
+    assert list(range(1, count + 1)) == [r["row"] for r in results]
+    assert 0 == slow_sandbox.sandbox.stats.duplicates
+    assert len(texts) == len(set(texts))
+    assert 1 <= len(unknown) <= 2 * 16
+    assert {"sent", "unknown"} == {r["outcome"] for r in results}
+    assert ExitCode.PARTIAL == resumed.returncode
+    sent_ids = {r["message_id"] for r in results if r["outcome"] == "sent"}
+    assert sent_ids <= {m.message_id for m in slow_sandbox.sandbox.messages()}
+
+
+def test_sandbox_command_serves(tmp_path: Path) -> None:
+    """`decisiontelecom-viber sandbox` serves the fake API with its knobs."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "decisiontelecom_viber",
+            "sandbox",
+            "--port",
+            "0",
+            "--rate",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        base_url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+        import httpx
+
+        state = httpx.get(base_url.replace("/v1/api", "/__sandbox/state")).json()
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    assert 7 == state["config"]["rate_limit"]
+
+
+def test_demo_runs_end_to_end_quickly() -> None:
+    """The demo needs no account, exits 0 and finishes in under 30 s."""
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "decisiontelecom_viber", "demo", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+
+    assert 0 == done.returncode, done.stderr
+    assert elapsed < 30
+    for expected in (
+        "What happened",
+        "429s absorbed",
+        "2Way replies received",
+        "Final statuses",
+        "duplicates at the API",
+    ):
+        assert expected in done.stdout
+
+
+def test_help_and_missing_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--help lists the commands; without the extra, a hint to install it."""
+    assert ExitCode.OK == main(["--help"])
+    listing = capsys.readouterr().out
+    for command in ("send", "status", "wait", "bulk", "sandbox", "demo"):
+        assert command in listing
+
+    monkeypatch.setitem(sys.modules, "click", None)
+    monkeypatch.delitem(sys.modules, "decisiontelecom_viber.cli._app", raising=False)
+    code = main(["--help"])
+    assert ExitCode.CONFIGURATION == code
+    assert "decisiontelecom-viber[cli]" in capsys.readouterr().err
