@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +35,10 @@ def run(
     """Run the CLI in process with the sandbox's key and URL in the environment."""
     monkeypatch.setenv("DECISIONTELECOM_ACCESS_KEY", viber_sandbox.access_key)
     monkeypatch.setenv("DECISIONTELECOM_BASE_URL", viber_sandbox.base_url)
+    # The command line sets the SDK logger's level, as a program may; the
+    # other tests of this process must not inherit it.
+    sdk_logger = logging.getLogger("decisiontelecom_viber")
+    monkeypatch.setattr(sdk_logger, "level", sdk_logger.level)
 
     def invoke(*args: str) -> Run:
         code = main(list(args))

@@ -49,7 +49,10 @@ async def test_key_absent_from_debug_logs_errors_and_tracebacks(
     message = ViberMessage.transactional(sender="Acme", receiver="1", text="t")
     errors: list[ViberError] = []
 
-    with caplog.at_level(logging.DEBUG):
+    with (
+        caplog.at_level(logging.DEBUG),
+        caplog.at_level(logging.DEBUG, logger="decisiontelecom_viber"),
+    ):
         await client.send_message(message)
         for _ in range(2):
             try:
