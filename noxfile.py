@@ -10,7 +10,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_external_run = True
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 
 # Never let uv download an interpreter: the supported Pythons come from the
 # machine (pyenv on ours; see .ci/run).
@@ -40,6 +40,18 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (not in the default run): `nox -s bench -- --quick`."""
     session.install(".[sandbox]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (`nox -s docs -- serve` to preview)."""
+    session.install(".")
+    install_group(session, "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    if session.posargs == ["serve"]:
+        session.run("mkdocs", "serve")
+    else:
+        session.run("mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session(python="3.11")

@@ -10,6 +10,7 @@ rate limits wrap that path; they are not woven through it.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
@@ -20,6 +21,7 @@ import httpx
 from ._bulk import ProgressCallback, ResultStream, check_concurrency
 from ._clock import Clock, SystemClock
 from ._constants import (
+    BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
     DEFAULT_KEEPALIVE_EXPIRY,
@@ -100,7 +102,9 @@ class AsyncViberClient:
             ``DECISIONTELECOM_ACCESS_KEY`` environment variable. It is sent
             as ``Authorization: Basic base64(key)`` and never appears in
             reprs, errors or logs.
-        base_url: API root, without the endpoint name.
+        base_url: API root, without the endpoint name. Defaults to the
+            ``DECISIONTELECOM_BASE_URL`` environment variable, else the real
+            API (point it at the sandbox or a proxy).
         timeout: Per-attempt timeout in seconds, or an `httpx.Timeout` for
             separate connect/read/pool values. Defaults to connect 5 s,
             read 20 s, pool 10 s (or the timeout of *http_client*, if given).
@@ -159,7 +163,7 @@ class AsyncViberClient:
         self,
         access_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         timeout: float | httpx.Timeout | Default | None = DEFAULT,
         retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
         rate_limit: RateLimit | Limiter | float | None = RateLimit(),  # noqa: B008
@@ -174,6 +178,8 @@ class AsyncViberClient:
         callback_reference: Callable[[ViberMessage], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self._base_url = resolve_base_url(
             base_url, allow_insecure_http=allow_insecure_http
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 DEFAULT_BASE_URL = "https://web.it-decision.com/v1/api"
 ACCESS_KEY_ENV = "DECISIONTELECOM_ACCESS_KEY"
+BASE_URL_ENV = "DECISIONTELECOM_BASE_URL"
 
 SEND_PATH = "send-viber"
 STATUS_PATH = "receive-viber"

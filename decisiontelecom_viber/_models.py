@@ -109,7 +109,7 @@ class ViberMessage:
     ``destination_addr``, ``image_url`` as ``image``). Unset optional fields
     are left out of the request.
 
-    Args:
+    Attributes:
         sender: Sender name assigned by your account manager (at most 20
             characters).
         receiver: Recipient phone number in international format without

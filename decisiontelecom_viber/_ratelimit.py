@@ -88,7 +88,7 @@ def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: Any) -> Non
 class RateLimit:
     """How a client paces its requests.
 
-    Args:
+    Attributes:
         rate: Requests per second to start from; None to discover the
             server's limit from its answers.
         burst: Requests allowed at once on top of the rate.

@@ -92,7 +92,7 @@ class RetryPolicy:
     No retry starts if it would end after the *timeout* deadline, and each
     attempt's connect and read timeouts are cut to the time left.
 
-    Args:
+    Attributes:
         attempts: Attempts in total, the first included (1 = no retries).
         timeout: Total deadline in seconds for one call, all attempts and
             waits included; None for no deadline.

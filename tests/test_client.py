@@ -610,6 +610,15 @@ class TestLifecycle:
         token = base64.b64encode(b"env-key").decode()
         assert f"Basic {token}" == route.calls.last.request.headers["authorization"]
 
+    def test_base_url_from_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """DECISIONTELECOM_BASE_URL points every client at a sandbox or proxy."""
+        monkeypatch.setenv("DECISIONTELECOM_BASE_URL", "http://127.0.0.1:9/v1/api")
+
+        assert "http://127.0.0.1:9/v1/api" == AsyncViberClient("k").base_url
+        assert BASE_URL == AsyncViberClient("k", base_url=BASE_URL).base_url
+
     async def test_closed_client_refuses_calls(self, make_client: MakeClient) -> None:
         """After aclose, every call raises ClientClosedError; closing twice is fine."""
         client = make_client()

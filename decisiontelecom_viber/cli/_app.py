@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from .._client import AsyncViberClient
-from .._constants import ACCESS_KEY_ENV, DEFAULT_BASE_URL
+from .._constants import ACCESS_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 from .._errors import (
     APIConnectionError,
     APIError,
@@ -30,8 +30,6 @@ from ._fields import message_from_options, message_options
 __all__ = ["cli", "run_cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-BASE_URL_ENV = "DECISIONTELECOM_BASE_URL"
 
 
 def describe(error: BaseException) -> tuple[ExitCode, str]:
