@@ -10,7 +10,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_external_run = True
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = ["tests", "chaos", "lint", "typecheck", "docs"]
 
 # Never let uv download an interpreter: the supported Pythons come from the
 # machine (pyenv on ours; see .ci/run).
@@ -29,10 +29,22 @@ def install_group(session: nox.Session, *groups: str) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (warnings are errors)."""
+    """Run the test suite (warnings are errors), the chaos suite aside."""
     session.install(".")
     install_group(session, "tests")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not chaos", *session.posargs)
+
+
+@nox.session(python="3.11")
+def chaos(session: nox.Session) -> None:
+    """The chaos suite: tens of thousands of sends under injected faults."""
+    session.install(".")
+    install_group(session, "tests")
+    report = os.environ.get("CHAOS_REPORT", "chaos-report.md")
+    session.run(
+        "pytest", "tests/chaos", "-m", "chaos", "-s", *session.posargs,
+        env={"CHAOS_REPORT": report},
+    )
 
 
 @nox.session(python="3.11")

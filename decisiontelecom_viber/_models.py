@@ -283,7 +283,9 @@ class ViberMessage:
             if key not in cls.WIRE_NAMES:
                 hint = _WIRE_TO_FIELD.get(key) if isinstance(key, str) else None
                 suffix = f" (did you mean {hint!r}?)" if hint else ""
-                raise ValidationError(str(key), f"is not a ViberMessage field{suffix}")
+                # Not str(key): an int past Python's digit limit refuses it.
+                name = key if isinstance(key, str) else f"<{type(key).__name__}>"
+                raise ValidationError(name, f"is not a ViberMessage field{suffix}")
         for key in cls.REQUIRED_FIELDS:
             if key not in data:
                 raise ValidationError(key, "is required")

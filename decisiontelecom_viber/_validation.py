@@ -52,6 +52,16 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _check_encodable(field: str, value: str) -> None:
+    # A lone surrogate (half an emoji cut by slicing, say) has no UTF-8
+    # form: no request body could carry it.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(field, "must not contain lone surrogates") from None
+
+
 def check_text(
     field: str, value: object, *, max_chars: int, required: bool = True
 ) -> None:
@@ -62,6 +72,7 @@ def check_text(
         return
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, not {_type_name(value)}")
+    _check_encodable(field, value)
     if not value.strip():
         raise ValidationError(field, "must not be empty")
     if len(value) > max_chars:
@@ -75,6 +86,7 @@ def check_http_url(field: str, value: object) -> str:
     """Check that *value* is an absolute http(s) URL; return its path."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, not {_type_name(value)}")
+    _check_encodable(field, value)
     if any(ch.isspace() for ch in value):
         raise ValidationError(field, "must be a URL without spaces")
     try:
@@ -144,6 +156,11 @@ def to_phone_number(field: str) -> Callable[[Any], Any]:
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 0:
                 raise ValidationError(field, "must not be negative")
+            # Checked before str(): past Python's digit limit str() raises.
+            if value >= 10**MAX_ADDRESS_CHARS:
+                raise ValidationError(
+                    field, f"must be at most {MAX_ADDRESS_CHARS} characters"
+                )
             return str(value)
         return value
 

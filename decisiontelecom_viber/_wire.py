@@ -81,21 +81,35 @@ def encode_message(message: ViberMessage) -> bytes:
 
 
 def _loads(body: bytes) -> Any:
-    """Parse JSON, forgiving a trailing comma (the docs' own example has one)."""
+    """Parse JSON, forgiving a trailing comma (the docs' own example has one).
+
+    Raises ValueError for any unusable body, one nested past the recursion
+    limit included.
+    """
     try:
-        return json.loads(body)
-    except ValueError:
-        if b"," not in body:
-            raise
-        return json.loads(_TRAILING_COMMA.sub(rb"\1", body))
+        try:
+            return json.loads(body)
+        except ValueError:
+            if b"," not in body:
+                raise
+            return json.loads(_TRAILING_COMMA.sub(rb"\1", body))
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
 
 
 def _as_int(value: Any) -> int | None:
-    """Return *value* as an int if it is an int or a string of digits."""
+    """Return *value* as an int if it is an int or a string of ASCII digits."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        # str.isdigit() also accepts "²", which int() refuses; int() also
+        # refuses digit strings past Python's int-to-str limit.
+        if digits.isascii() and digits.isdigit():
+            try:
+                return int(digits)
+            except ValueError:
+                return None
     return None
 
 
