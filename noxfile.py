@@ -42,7 +42,12 @@ def chaos(session: nox.Session) -> None:
     install_group(session, "tests")
     report = os.environ.get("CHAOS_REPORT", "chaos-report.md")
     session.run(
-        "pytest", "tests/chaos", "-m", "chaos", "-s", *session.posargs,
+        "pytest",
+        "tests/chaos",
+        "-m",
+        "chaos",
+        "-s",
+        *session.posargs,
         env={"CHAOS_REPORT": report},
     )
 

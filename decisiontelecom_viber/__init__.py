@@ -6,7 +6,6 @@ private. See the README and docs/ for a guide.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from ._bulk import ProgressCallback as ProgressCallback
@@ -46,6 +45,7 @@ from ._models import SendOutcome as SendOutcome
 from ._models import SendResult as SendResult
 from ._models import StatusResult as StatusResult
 from ._models import ViberMessage as ViberMessage
+from ._public import publish as _publish
 from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
 from ._ratelimit import Feedback as Feedback
 from ._ratelimit import Limiter as Limiter
@@ -116,16 +116,7 @@ __all__ = [
     "verify_callback_token",
 ]
 
-# Show the public path in reprs and tracebacks (as httpx does), not the
-# private module a name happens to live in.
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        # On 3.10 some generic aliases pass isinstance(x, type) but are
-        # read-only; they keep their module.
-        with contextlib.suppress(AttributeError, TypeError):
-            _obj.__module__ = __name__
-del _name, _obj
+_publish(globals(), __all__, __name__)
 
 
 def __getattr__(name: str) -> Any:

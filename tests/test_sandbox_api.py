@@ -250,7 +250,7 @@ class TestStatusEndpoint:
 
 
 class TestRateLimit:
-    @pytest.mark.viber_sandbox(rate_limit=50, burst=5, retry_after_header=True)
+    @pytest.mark.viber_sandbox(rate_limit=2, burst=5, retry_after_header=True)
     async def test_burst_then_429_with_documented_body(
         self, http: httpx.AsyncClient, server: SandboxServer
     ) -> None:

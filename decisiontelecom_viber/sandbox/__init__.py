@@ -14,8 +14,7 @@ registered automatically when the package is installed.
 
 from __future__ import annotations
 
-import contextlib
-
+from .._public import publish as _publish
 from ._app import Sandbox as Sandbox
 from ._config import LatencyDistribution as LatencyDistribution
 from ._config import SandboxConfig as SandboxConfig
@@ -43,11 +42,4 @@ __all__ = [
     "serve_sandbox",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if isinstance(_obj, type):
-        # On 3.10 some generic aliases pass isinstance(x, type) but are
-        # read-only; they keep their module.
-        with contextlib.suppress(AttributeError, TypeError):
-            _obj.__module__ = __name__
-del _name, _obj
+_publish(globals(), __all__, __name__)

@@ -1,0 +1,546 @@
+"""`SendOnceGuard`: one send per dedupe key, across retries, workers and crashes.
+
+The API has no idempotency key, so a job retried after a crash, a timeout or
+a redelivery by the queue could send the same message twice. The guard
+records each send in Redis under the caller's *dedupe key*:
+
+1. **Claim.** ``SET key {pending, owner, lease} NX PX ttl`` (in a script). If
+   the key already exists, nothing is sent: a finished send returns its
+   message ID; an unfinished one raises `SendInProgressError`; one whose
+   outcome is unknown raises `SendUnresolvedError`.
+2. **Send** through the client (its rate limiter and retry policy apply).
+3. **Settle** (only if this attempt still owns the key): the message ID once
+   known; ``unknown`` when the outcome is unknown (`OutcomeUnknownError`);
+   deleted when the send definitely failed, so that a retry may send.
+
+A worker killed between 1 and 3 leaves its keys pending. They read as in
+progress until their *lease* runs out, then as unresolved: never resent
+without a human (or your code) deciding, with `SendOnceGuard.resolve` or
+`SendOnceGuard.forget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import secrets
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from redis.asyncio import Redis
+
+from .._bulk import ProgressCallback, ResultStream
+from .._constants import DEFAULT_CONCURRENCY
+from .._errors import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    ValidationError,
+    ViberError,
+)
+from .._metrics import Tally
+from .._models import SendOutcome, ViberMessage
+from .._options import coerce_message
+from ._errors import RedisUnavailableError, SendInProgressError, SendUnresolvedError
+from ._limiter import REDIS_ERRORS
+from ._scripts import GuardScripts
+
+
+if TYPE_CHECKING:
+    from .._client import AsyncViberClient, MessageLike
+
+
+__all__ = ["SendOnceGuard", "SendOnceResult", "SendRecord", "SendState"]
+
+logger = logging.getLogger("decisiontelecom_viber")
+
+DEFAULT_NAMESPACE = "decisiontelecom_viber:sent"
+# The API keeps message statuses for 5 days: past that, a message ID cannot be
+# checked anyway.
+DEFAULT_TTL = 5 * 86400.0
+DEFAULT_LEASE = 120.0
+
+
+class SendState(enum.Enum):
+    """Where a guarded send stands."""
+
+    PENDING = "pending"
+    """Claimed by an attempt that has not finished (or whose worker died)."""
+    SENT = "sent"
+    """Accepted by the API; ``message_id`` is set."""
+    UNKNOWN = "unknown"
+    """May or may not have been sent: reconcile before sending again."""
+
+
+@attrs.frozen
+class SendRecord:
+    """What Redis holds for one dedupe key.
+
+    Times are unix times of the Redis server's clock.
+
+    Attributes:
+        dedupe_key: The key.
+        state: The `SendState`.
+        message_id: The message ID, once sent.
+        claimed_at: When the key was claimed.
+        updated_at: When the record last changed.
+        lease_until: Until when the claiming attempt counts as in progress.
+        reason: Why the outcome is unknown, if it is.
+    """
+
+    dedupe_key: str
+    state: SendState
+    message_id: int | None
+    claimed_at: float
+    updated_at: float
+    lease_until: float
+    reason: str | None = None
+
+    @classmethod
+    def from_stored(cls, dedupe_key: str, data: Mapping[str, Any]) -> SendRecord:
+        """Build a record from the JSON object stored in Redis."""
+        message_id = data.get("message_id")
+        reason = data.get("reason")
+        return cls(
+            dedupe_key=dedupe_key,
+            state=SendState(data["state"]),
+            message_id=int(message_id) if message_id not in (None, "") else None,
+            claimed_at=float(data.get("claimed_at") or 0.0),
+            updated_at=float(data.get("updated_at") or 0.0),
+            lease_until=float(data.get("lease_until") or 0.0),
+            reason=str(reason) if reason else None,
+        )
+
+
+@attrs.frozen
+class SendOnceResult:
+    """The result of one item of `SendOnceGuard.send_messages`.
+
+    Attributes:
+        index: Position of the item in the input (0-based).
+        dedupe_key: The item's dedupe key (None if the item was malformed).
+        message: The validated `ViberMessage`, or the item as given when it
+            could not be validated.
+        message_id: The message ID when sent (now or earlier), else None.
+        error: Why the item was not sent now, else None. A
+            `PossibleDuplicateError` (an `OutcomeUnknownError`) means an
+            earlier attempt may have sent it.
+        replayed: The message ID comes from an earlier send with the same key;
+            no request was made.
+    """
+
+    index: int
+    dedupe_key: str | None
+    message: ViberMessage | object
+    message_id: int | None = None
+    error: Exception | None = None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Whether the message is sent (now, or by an earlier attempt)."""
+        return self.error is None
+
+    @property
+    def outcome(self) -> SendOutcome:
+        """Sent, failed, or unknown (the message may have been sent)."""
+        if self.error is None:
+            return SendOutcome.SENT
+        if isinstance(self.error, OutcomeUnknownError):
+            return SendOutcome.UNKNOWN
+        return SendOutcome.FAILED
+
+
+def _check_key(dedupe_key: object) -> str:
+    if not isinstance(dedupe_key, str) or not dedupe_key:
+        raise ValidationError("dedupe_key", "must be a non-empty string")
+    return dedupe_key
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _unpack(item: object) -> tuple[object, object]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise ValidationError("item", "must be a (dedupe_key, message) pair")
+    return item[0], item[1]
+
+
+def _check_duration(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"SendOnceGuard {name} must be a number > 0")
+    return float(value)
+
+
+class SendOnceGuard:
+    """Send each message at most once per dedupe key, whichever worker tries.
+
+    ::
+
+        guard = SendOnceGuard(redis)
+        message_id = await guard.send(client, message, dedupe_key=f"otp:{order_id}")
+
+    Pick a dedupe key that names the message in your domain (an order and
+    what it is about), not the job: a retried or redelivered job must find
+    the same key. Redis unavailable means `RedisUnavailableError` before
+    anything is sent: without its record the guard cannot promise a single
+    send, so it always fails closed.
+
+    The client must not retry unknown outcomes
+    (``RetryPolicy.retry_unknown_outcome``, off by default): after such a
+    retry, a definite failure would not prove that nothing was sent.
+
+    Args:
+        redis: A `redis.asyncio.Redis` client (not closed by the guard).
+        namespace: Prefix of the Redis keys (``{namespace}:{dedupe_key}``).
+        ttl: Seconds a record is kept, from its last change (5 days, the
+            API's status retention, by default). A key reused later sends
+            again.
+        lease: Seconds a claiming attempt counts as in progress. After that
+            an unfinished record is unresolved (its worker probably died).
+            Keep it above your longest send, limiter waits and retries
+            included.
+
+    Raises:
+        ConfigurationError: An invalid setting.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        ttl: float = DEFAULT_TTL,
+        lease: float = DEFAULT_LEASE,
+    ) -> None:
+        if not _is_text(namespace):
+            raise ConfigurationError(
+                "SendOnceGuard namespace must be a non-empty string"
+            )
+        self._redis = redis
+        self._namespace = namespace
+        self._ttl = _check_duration("ttl", ttl)
+        self._lease = _check_duration("lease", lease)
+        if self._lease >= self._ttl:
+            raise ConfigurationError("SendOnceGuard lease must be shorter than ttl")
+        self._scripts = GuardScripts(redis)
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<SendOnceGuard namespace={self._namespace!r}>"
+
+    def record_key(self, dedupe_key: str) -> str:
+        """The Redis key holding *dedupe_key*'s record."""
+        return f"{self._namespace}:{_check_key(dedupe_key)}"
+
+    # -- sending ------------------------------------------------------------------
+
+    async def send(
+        self, client: AsyncViberClient, message: MessageLike, *, dedupe_key: str
+    ) -> int:
+        """Send *message* unless a send with *dedupe_key* was made before.
+
+        Args:
+            client: The client to send with.
+            message: A `ViberMessage`, or a mapping of its field names.
+            dedupe_key: Names this message: the same key is never sent twice.
+
+        Returns:
+            The message ID: of this send, or of the earlier one.
+
+        Raises:
+            SendInProgressError: Another attempt holds the key and may still
+                be sending; nothing was sent. Try again later.
+            SendUnresolvedError: An earlier attempt's outcome is unknown;
+                nothing was sent. Reconcile, then `resolve` or `forget`.
+            RedisUnavailableError: Redis could not be reached; nothing was sent.
+            OutcomeUnknownError: This send's outcome is unknown (the key now
+                says so).
+            ValidationError: The message or the key is invalid; nothing was
+                sent.
+            ViberError: The send failed for sure (the key is free again).
+        """
+        key = _check_key(dedupe_key)
+        message_id, _ = await self._send(client, coerce_message(message), key, None)
+        return message_id
+
+    def send_messages(
+        self,
+        client: AsyncViberClient,
+        items: Iterable[tuple[str, MessageLike]]
+        | AsyncIterable[tuple[str, MessageLike]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
+    ) -> ResultStream[SendOnceResult]:
+        """Send many ``(dedupe_key, message)`` pairs; yield one result per pair.
+
+        The same machinery as `AsyncViberClient.send_messages` (lazy input,
+        bounded concurrency, the client's rate limiter, a summary), each
+        item going through `send`. Nothing ends the batch: every failure,
+        including `PossibleDuplicateError` and `RedisUnavailableError`,
+        becomes a `SendOnceResult` carrying the error.
+
+        Returns:
+            An async iterator of `SendOnceResult`, also an async context manager.
+        """
+        self._check_client(client)
+
+        async def process(index: int, item: object, tally: Tally) -> SendOnceResult:
+            return await self._send_item(client, index, item, tally)
+
+        return ResultStream(
+            items,
+            process,
+            concurrency=concurrency,
+            ordered=ordered,
+            outcome=_outcome,
+            clock=client._clock,  # the client's time, for the summary
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+        )
+
+    # -- reconciling --------------------------------------------------------------
+
+    async def lookup(self, dedupe_key: str) -> SendRecord | None:
+        """The record of *dedupe_key*, or None if it has none.
+
+        Raises:
+            RedisUnavailableError: Redis could not be reached.
+        """
+        redis_key = self.record_key(dedupe_key)
+        try:
+            _, data = await self._scripts.claim(
+                redis_key, owner="", lease=self._lease, ttl=self._ttl, peek=True
+            )
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("lookup", error) from error
+        return SendRecord.from_stored(dedupe_key, data) if data is not None else None
+
+    async def resolve(self, dedupe_key: str, message_id: int) -> SendRecord:
+        """Record that *dedupe_key* was sent as *message_id* (after checking).
+
+        Later sends with the key return *message_id*.
+
+        Raises:
+            RedisUnavailableError: Redis could not be reached.
+        """
+        if isinstance(message_id, bool) or not isinstance(message_id, int):
+            raise ValidationError("message_id", "must be an integer")
+        redis_key = self.record_key(dedupe_key)
+        try:
+            _, data = await self._scripts.settle(
+                redis_key, owner="", action="sent", message_id=message_id, ttl=self._ttl
+            )
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("resolve", error) from error
+        if data is None:  # pragma: no cover - the script always returns it
+            raise RuntimeError("the settle script returned no record")
+        return SendRecord.from_stored(dedupe_key, data)
+
+    async def forget(self, dedupe_key: str) -> bool:
+        """Delete *dedupe_key*'s record, so the next send sends (after checking).
+
+        Returns:
+            Whether there was a record.
+
+        Raises:
+            RedisUnavailableError: Redis could not be reached.
+        """
+        redis_key = self.record_key(dedupe_key)
+        try:
+            deleted = await self._redis.delete(redis_key)
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("forget", error) from error
+        return bool(deleted)
+
+    async def aclose(self) -> None:
+        """Wait for records still being settled in the background.
+
+        Only cancelled sends settle in the background; the Redis client is
+        not closed.
+        """
+        if self._background:
+            await asyncio.wait(list(self._background))
+
+    # -- inside -------------------------------------------------------------------
+
+    def _check_client(self, client: AsyncViberClient) -> None:
+        if client.retry_policy.retry_unknown_outcome:
+            raise ConfigurationError(
+                "SendOnceGuard needs a client whose RetryPolicy does not retry "
+                "unknown outcomes (retry_unknown_outcome=False)"
+            )
+
+    async def _send_item(
+        self, client: AsyncViberClient, index: int, item: object, tally: Tally
+    ) -> SendOnceResult:
+        key: str | None = None
+        try:
+            raw_key, raw_message = _unpack(item)
+            key = _check_key(raw_key)
+            message = coerce_message(raw_message)
+        except Exception as error:  # noqa: BLE001 - one result per item, always
+            return SendOnceResult(index, key, item, error=error)
+        try:
+            message_id, replayed = await self._send(client, message, key, tally)
+        except Exception as error:  # noqa: BLE001 - one result per item, always
+            return SendOnceResult(index, key, message, error=error)
+        return SendOnceResult(
+            index, key, message, message_id=message_id, replayed=replayed
+        )
+
+    async def _send(
+        self,
+        client: AsyncViberClient,
+        message: ViberMessage,
+        dedupe_key: str,
+        tally: Tally | None,
+    ) -> tuple[int, bool]:
+        """Claim, send, settle; return (message ID, whether it was replayed)."""
+        self._check_client(client)
+        redis_key = self.record_key(dedupe_key)
+        owner = secrets.token_hex(8)
+        try:
+            verdict, data = await self._scripts.claim(
+                redis_key, owner=owner, lease=self._lease, ttl=self._ttl
+            )
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("claim", error) from error
+        except BaseException:
+            # Cancelled mid-claim: it may have landed, and nothing was sent.
+            self._settle_soon(redis_key, owner, "release")
+            raise
+        if verdict != "claimed":
+            if data is None:  # pragma: no cover - a claim either wins or finds one
+                raise RuntimeError("the claim script returned no record")
+            record = SendRecord.from_stored(dedupe_key, data)
+            if record.state is SendState.SENT and record.message_id is not None:
+                return record.message_id, True
+            if record.state is SendState.PENDING:
+                raise SendInProgressError(dedupe_key, record)
+            raise SendUnresolvedError(dedupe_key, record)
+        try:
+            if tally is None:
+                message_id = await client.send_message(message)
+            else:
+                # Through the client's pipeline with the stream's counters, as
+                # its own send_messages does.
+                message_id = await client._send(message, tally)
+        except OutcomeUnknownError as error:
+            await self._settle(
+                redis_key, owner, "unknown", reason=f"outcome unknown: {error.reason}"
+            )
+            raise
+        except ViberError:
+            # Refused by the API, never reached it, or stopped before sending:
+            # definitely not sent, so a retry may send.
+            await self._settle(redis_key, owner, "release")
+            raise
+        except Exception as error:
+            await self._settle(
+                redis_key,
+                owner,
+                "unknown",
+                reason=f"the send failed unexpectedly ({type(error).__name__})",
+            )
+            raise
+        except BaseException:
+            # Cancelled: the request may be on its way.
+            self._settle_soon(
+                redis_key, owner, "unknown", reason="the send was cancelled"
+            )
+            raise
+        await self._settle(redis_key, owner, "sent", message_id=message_id)
+        return message_id, False
+
+    async def _settle(
+        self,
+        redis_key: str,
+        owner: str,
+        action: str,
+        *,
+        message_id: int | None = None,
+        reason: str = "",
+    ) -> None:
+        """Settle a claim, even if the caller is cancelled meanwhile."""
+        await asyncio.shield(
+            self._settle_soon(
+                redis_key, owner, action, message_id=message_id, reason=reason
+            )
+        )
+
+    def _settle_soon(
+        self,
+        redis_key: str,
+        owner: str,
+        action: str,
+        *,
+        message_id: int | None = None,
+        reason: str = "",
+    ) -> asyncio.Task[None]:
+        """Settle a claim in a task of its own (`aclose` waits for them)."""
+        task = asyncio.get_running_loop().create_task(
+            self._settle_now(
+                redis_key, owner, action, message_id=message_id, reason=reason
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _settle_now(
+        self,
+        redis_key: str,
+        owner: str,
+        action: str,
+        *,
+        message_id: int | None,
+        reason: str,
+    ) -> None:
+        """Settle a claim; failures are logged, never raised over the send's result."""
+        outcome = _OUTCOMES[action].format(message_id=message_id)
+        try:
+            verdict, _ = await self._scripts.settle(
+                redis_key,
+                owner=owner,
+                action=action,
+                message_id=message_id,
+                reason=reason,
+                ttl=self._ttl,
+            )
+        except REDIS_ERRORS as error:
+            logger.error(  # noqa: TRY400 - the cause is in the message
+                "could not record in Redis that %s (%s: %s): %s stays pending, "
+                "then unresolved, until you resolve() or forget() it",
+                outcome,
+                type(error).__name__,
+                error,
+                redis_key,
+            )
+            return
+        if verdict != "ok" and action != "release":
+            # (Nothing was sent on a release: whoever holds the key now is right.)
+            logger.warning(
+                "the record of %s changed while its send was in flight (%s: "
+                "forgotten, resolved or expired), so it does not say that %s",
+                redis_key,
+                verdict,
+                outcome,
+            )
+
+
+# How a settle action reads in logs.
+_OUTCOMES = {
+    "sent": "the message was sent as {message_id}",
+    "unknown": "the send's outcome is unknown",
+    "release": "the send failed (nothing was sent)",
+}
+
+
+def _outcome(result: SendOnceResult) -> str:
+    return result.outcome.value

@@ -1,0 +1,558 @@
+"""`RedisLimiter`: one account's rate limit, shared by every worker through Redis.
+
+The state lives in one Redis hash per account (the *key*) and only Lua
+scripts change it (`_scripts`), so N processes on M machines stay under the
+account's limit together, and what one worker learns (a 429) slows and
+pauses all of them at once.
+
+Inside a process, callers queue in FIFO order and one dispatcher task (alive
+only while someone waits) asks Redis for send slots: one script call reserves
+slots for up to 16 waiters, never more than a short *horizon* ahead, so a
+pause or a lower rate decided by another worker applies within that horizon.
+The dispatcher sleeps until each slot and lets the next caller go.
+
+Redis times and the process's clock differ: every script reply carries
+Redis's ``TIME``, and the offset between the two clocks (measured at each
+call, to within half a round trip) converts slots to local times and the
+client's feedback to Redis times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Literal, cast
+
+import attrs
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .._clock import Clock, SystemClock
+from .._errors import ConfigurationError
+from .._ratelimit import AdaptiveLimiter, Feedback, RateLimit
+from ._errors import RedisUnavailableError
+from ._scripts import AcquireReply, LimiterParams, LimiterScripts, decode
+
+
+__all__ = ["REDIS_ERRORS", "RedisLimiter", "SharedRateState"]
+
+logger = logging.getLogger("decisiontelecom_viber")
+
+#: Errors that mean "Redis cannot serve us now": unreachable, timing out,
+#: loading, read-only after a failover, out of memory...
+REDIS_ERRORS = (RedisError, OSError)
+
+DEFAULT_LIMITER_KEY = "decisiontelecom_viber:limiter"
+# Slots reserved by one script call, at most.
+_MAX_BATCH = 16
+# A dispatcher told to wait asks again after at least this long.
+_MIN_RETRY = 0.001
+# Share of the account's burst used at once: the rest of the server's bucket
+# absorbs the jitter between workers' requests (50 ms at 200/s, burst 20).
+_BURST_SHARE = 0.5
+# Smoothing of the round trip measured from feedback.
+_RTT_WEIGHT = 0.1
+
+
+class _UseLocal:
+    """A waiter's verdict: Redis is down, take a slot from the local limiter."""
+
+
+_USE_LOCAL = _UseLocal()
+
+# A waiter's verdict: its local grant time, and the Redis time its slot was
+# reserved at.
+_Grant = tuple[float, float]
+
+
+@attrs.frozen
+class SharedRateState:
+    """The shared state of one account, as stored in Redis.
+
+    Attributes:
+        rate: Requests per second all workers together may send now.
+        estimate: The server's limit as measured (or as configured), if known.
+        paused_until: Redis unix time until which every worker is paused.
+        pauses: Pauses decided so far (fresh 429s).
+        refusals: 429s reported by all workers, stale ones included.
+    """
+
+    rate: float
+    estimate: float | None
+    paused_until: float
+    pauses: int
+    refusals: int
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(f"RedisLimiter {name} must be a number > 0")
+    return float(value)
+
+
+class RedisLimiter:
+    """A `Limiter` whose limit every process using the same Redis key shares.
+
+    Give every worker of one DecisionTelecom account the same *key* and the
+    same *limit*::
+
+        limiter = RedisLimiter(redis, RateLimit(rate=200, burst=20), key="viber:acme")
+        client = AsyncViberClient(rate_limit=limiter)
+
+    **Rate.** With ``limit.rate`` set (the account's limit, requests per
+    second, and ``limit.burst`` the size of its bucket), all workers together
+    send at most ``rate * (1 - headroom)`` (99 % by default), and at most
+    half of ``burst`` at once: the rest of the server's bucket absorbs the
+    network jitter between workers, which would otherwise make the server
+    refuse requests the limiter let through. A 429 pauses every worker and,
+    with ``limit.adaptive``, lowers the shared rate by a few percent; it
+    climbs back after 1.5 s without a 429, never above the configured rate.
+    With ``adaptive=False`` the rate is fixed (429s still pause everyone).
+
+    **No rate.** With ``limit.rate=None`` the shared rate starts at
+    ``limit.initial_rate`` (50/s by default) and doubles every 50 ms (or two
+    round trips) while callers wait. 429s halve it until two of them, at
+    least 150 ms apart, measure the server's rate (requests accepted by all
+    workers over the time between). From then on the limiter sends 1 %
+    below that measurement, believes the limit fell by 3 % when refused at
+    or below it, and probes upward after 1.5 s without a 429. Starting from
+    a rate rather than TCP-like slow start (as `AdaptiveLimiter` does)
+    keeps the shared state to a few numbers: counting requests in flight
+    across processes would leak whenever a worker dies.
+
+    **Redis unavailable.** With ``on_unavailable="raise"`` (fail closed, the
+    default) a call that cannot reach Redis raises `RedisUnavailableError`
+    before anything is sent. With ``"local"`` the worker logs a warning and
+    paces itself with a local `AdaptiveLimiter` (*local_limit*, by default
+    *limit*), trying Redis again every *recheck_interval* seconds and
+    logging when it is back. Each worker alone then allows the whole
+    *local_limit*, so several workers may exceed the account's limit until
+    their 429s slow them down: give ``local_limit=RateLimit(rate=account_rate
+    / workers)`` to avoid that.
+
+    The shared state is one hash at *key*; it expires after *state_ttl*
+    seconds without use, and a change of configuration resets it. Yii2
+    rate-limit headers are not used (each worker sees only its own answers).
+
+    Args:
+        redis: A `redis.asyncio.Redis` client (not closed by the limiter).
+            Give it ``socket_timeout``/``socket_connect_timeout`` so that an
+            unreachable Redis fails fast.
+        limit: The account's limit (`RateLimit`; ``initial_window`` is not
+            used).
+        key: The Redis key of the shared state: one per account.
+        on_unavailable: ``"raise"`` or ``"local"`` (see above).
+        local_limit: The local limit while Redis is unavailable.
+        headroom: Fraction of a configured or measured rate kept unused.
+        horizon: Seconds ahead a worker may reserve send slots.
+        recheck_interval: Seconds between tries of an unavailable Redis.
+        state_ttl: Seconds the shared state outlives its last use.
+        clock: The client's clock (the same object as the client's, if you
+            pass one there).
+
+    Raises:
+        ConfigurationError: An invalid setting.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        limit: RateLimit | None = None,
+        *,
+        key: str = DEFAULT_LIMITER_KEY,
+        on_unavailable: Literal["raise", "local"] = "raise",
+        local_limit: RateLimit | None = None,
+        headroom: float = 0.01,
+        horizon: float = 0.02,
+        recheck_interval: float = 5.0,
+        state_ttl: float = 86400.0,
+        clock: Clock | None = None,
+    ) -> None:
+        limit = limit if limit is not None else RateLimit()
+        if not isinstance(limit, RateLimit):
+            raise ConfigurationError("RedisLimiter limit must be a RateLimit")
+        if on_unavailable not in ("raise", "local"):
+            raise ConfigurationError(
+                "RedisLimiter on_unavailable must be 'raise' or 'local'"
+            )
+        if not _is_text(key):
+            raise ConfigurationError("RedisLimiter key must be a non-empty string")
+        if isinstance(headroom, bool) or not 0 <= headroom < 1:
+            raise ConfigurationError("RedisLimiter headroom must be in [0, 1)")
+        self._redis = redis
+        self._limit = limit
+        self._key = key
+        self._on_unavailable = on_unavailable
+        self._horizon = _check_positive("horizon", horizon)
+        self._recheck_interval = _check_positive("recheck_interval", recheck_interval)
+        self._params = LimiterParams(
+            rate=limit.rate,
+            burst=max(1, math.ceil(limit.burst * _BURST_SHARE)),
+            adaptive=limit.adaptive,
+            initial_rate=limit.initial_rate,
+            headroom=float(headroom),
+            state_ttl=_check_positive("state_ttl", state_ttl),
+        )
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._scripts = LimiterScripts(redis)
+        self._local_limit = local_limit if local_limit is not None else limit
+        self._local: AdaptiveLimiter | None = None
+        # What the current task's last acquire was: local (Redis was down),
+        # or the Redis time its slot was reserved at. The client acquires and
+        # releases in the same task, so a context variable pairs them.
+        self._granted_locally: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            "granted_locally", default=False
+        )
+        self._reserved_at: contextvars.ContextVar[float | None] = (
+            contextvars.ContextVar("reserved_at", default=None)
+        )
+        self._queue: collections.deque[asyncio.Future[_Grant | _UseLocal]] = (
+            collections.deque()
+        )
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._reports: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._offset: float | None = None  # Redis time minus local time
+        self._rtt = 0.0
+        self._pending_accepted = 0
+        self._rate = limit.rate * (1 - headroom) if limit.rate else limit.initial_rate
+        self._estimate = limit.rate
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"<RedisLimiter key={self._key!r} rate={self._rate!r}>"
+
+    @property
+    def key(self) -> str:
+        """The Redis key of the shared state."""
+        return self._key
+
+    @property
+    def current_rate(self) -> float | None:
+        """The shared rate as last seen (the local one while Redis is down)."""
+        if self._down_since is not None and self._local is not None:
+            return self._local.current_rate
+        return self._rate
+
+    @property
+    def estimated_limit(self) -> float | None:
+        """The account's limit as last measured (or configured), if known."""
+        return self._estimate
+
+    @property
+    def redis_available(self) -> bool:
+        """False from a failed Redis call until a call succeeds again."""
+        return self._down_since is None
+
+    async def shared_state(self) -> SharedRateState | None:
+        """Read the shared state from Redis (None before the first use).
+
+        Raises:
+            RedisUnavailableError: Redis could not be reached.
+        """
+        try:
+            raw = await cast(
+                "Awaitable[dict[Any, Any]]", self._redis.hgetall(self._key)
+            )
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("rate limit state", error) from error
+        fields = {decode(name): decode(value) for name, value in raw.items()}
+        if "rate" not in fields:
+            return None
+        estimate = fields.get("estimate")
+        return SharedRateState(
+            rate=float(fields["rate"]),
+            estimate=float(estimate) if estimate else None,
+            paused_until=float(fields.get("paused_until", 0)),
+            pauses=int(float(fields.get("pauses", 0))),
+            refusals=int(float(fields.get("refusals", 0))),
+        )
+
+    async def reset(self) -> None:
+        """Forget the shared state (every worker starts afresh).
+
+        Raises:
+            RedisUnavailableError: Redis could not be reached.
+        """
+        try:
+            await self._redis.delete(self._key)
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("rate limit reset", error) from error
+
+    # -- the Limiter protocol ---------------------------------------------------
+
+    async def acquire(self) -> float:
+        """Wait for a send slot; return the seconds waited.
+
+        Raises:
+            RedisUnavailableError: Redis is unavailable and the limiter fails
+                closed (``on_unavailable="raise"``).
+        """
+        clock = self._clock
+        start = clock.monotonic()
+        self._granted_locally.set(False)
+        self._reserved_at.set(None)
+        if self._down_since is not None and start < self._retry_at:
+            return await self._acquire_locally(start)
+        future: asyncio.Future[_Grant | _UseLocal] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(future)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch())
+        try:
+            verdict = await future
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(future)
+            raise
+        if isinstance(verdict, _UseLocal):
+            return await self._acquire_locally(start)
+        granted_at, reserved_at = verdict
+        self._reserved_at.set(reserved_at)
+        return max(0.0, granted_at - start)
+
+    def release(self, feedback: Feedback) -> None:
+        """Account for an answer: count it, or share a 429 with every worker."""
+        if self._granted_locally.get():
+            self._granted_locally.set(False)
+            if self._local is not None:
+                self._local.release(feedback)
+            return
+        if feedback.status is not None:
+            rtt = feedback.received_at - feedback.sent_at
+            self._rtt = (
+                rtt if not self._rtt else self._rtt + _RTT_WEIGHT * (rtt - self._rtt)
+            )
+        if feedback.rate_limited:
+            self._spawn_report(feedback, self._reserved_at.get())
+        elif feedback.status is not None:
+            # Any answer but a 429 used one of the server's tokens. Counted in
+            # Redis at once (answers of one loop turn together), so that a 429
+            # seen by another worker measures the server's rate with it.
+            self._pending_accepted += 1
+            if self._flusher is None or self._flusher.done():
+                with contextlib.suppress(RuntimeError):  # no loop: counted later
+                    self._flusher = asyncio.get_running_loop().create_task(
+                        self._flush_accepted()
+                    )
+
+    # -- closing ----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Flush what this worker has to tell Redis, and stop its tasks.
+
+        Call it after the clients using the limiter are closed. It does not
+        close the Redis client.
+        """
+        pending = [*self._reports, *([self._flusher] if self._flusher else [])]
+        if pending:
+            await asyncio.wait(pending)
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None and not dispatcher.done():
+            dispatcher.cancel()
+            await asyncio.gather(dispatcher, return_exceptions=True)
+        while self._queue:
+            self._queue.popleft().cancel()
+        if self._pending_accepted and self._down_since is None:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._call_acquire(want=0)
+
+    async def __aenter__(self) -> RedisLimiter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- inside -----------------------------------------------------------------
+
+    async def _acquire_locally(self, start: float) -> float:
+        local = self._local
+        if local is None:  # pragma: no cover - only set up in "local" mode
+            raise RuntimeError("no local limiter")
+        # Time spent on a failed Redis call counts as waiting, too.
+        before = self._clock.monotonic()
+        waited = await local.acquire()
+        self._granted_locally.set(True)
+        return waited + max(0.0, before - start)
+
+    async def _flush_accepted(self) -> None:
+        while self._pending_accepted and self._down_since is None:
+            accepted, self._pending_accepted = self._pending_accepted, 0
+            try:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    # The expiry too: a hash that vanished must not come back
+                    # as a counter that never expires.
+                    pipe.hincrbyfloat(self._key, "accepted", accepted)
+                    pipe.pexpire(self._key, round(self._params.state_ttl * 1000))
+                    await pipe.execute()
+            except REDIS_ERRORS:
+                self._pending_accepted += accepted  # sent with the next call
+                return
+
+    async def _call_acquire(self, want: int) -> AcquireReply:
+        # Taken now: releases during the call are counted with the next one.
+        accepted, self._pending_accepted = self._pending_accepted, 0
+        before = self._clock.monotonic()
+        try:
+            reply = await self._scripts.acquire(
+                self._key,
+                self._params,
+                want=want,
+                horizon=self._horizon,
+                accepted=accepted,
+                rtt=self._rtt,
+            )
+        except BaseException:
+            self._pending_accepted += accepted
+            raise
+        after = self._clock.monotonic()
+        self._offset = reply.now - (before + after) / 2
+        self._rate = reply.rate
+        self._estimate = reply.estimate
+        self._on_redis_back()
+        return reply
+
+    async def _dispatch(self) -> None:
+        queue = self._queue
+        clock = self._clock
+        try:
+            while queue:
+                if queue[0].done():  # its caller was cancelled
+                    queue.popleft()
+                    continue
+                if self._reports:
+                    # 429s of this worker reach Redis before it sends more.
+                    await asyncio.wait(list(self._reports))
+                waiting = sum(1 for future in queue if not future.done())
+                try:
+                    reply = await self._call_acquire(min(waiting, _MAX_BATCH))
+                except REDIS_ERRORS as error:
+                    self._on_redis_down(error)
+                    return
+                if not reply.slots:
+                    await clock.sleep(max(reply.retry_in, _MIN_RETRY))
+                    continue
+                offset = self._offset or 0.0
+                for slot in reply.slots:
+                    delay = slot - offset - clock.monotonic()
+                    if delay > 0:
+                        await clock.sleep(delay)
+                    while queue and queue[0].done():
+                        queue.popleft()
+                    if not queue:
+                        break  # the slot goes unused
+                    queue.popleft().set_result((clock.monotonic(), reply.now))
+        except Exception as error:
+            logger.exception("the shared rate limiter failed")
+            failure = error
+            self._fail_waiters(lambda: failure)
+
+    def _fail_waiters(self, make_error: Callable[[], BaseException]) -> None:
+        while self._queue:
+            future = self._queue.popleft()
+            if not future.done():
+                future.set_exception(make_error())
+
+    def _on_redis_down(self, error: BaseException) -> None:
+        now = self._clock.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            if self._on_unavailable == "local":
+                logger.warning(
+                    "Redis is unavailable for the shared rate limit %r (%s: %s); "
+                    "limiting this worker locally until it is back",
+                    self._key,
+                    type(error).__name__,
+                    error,
+                )
+            else:
+                logger.warning(
+                    "Redis is unavailable for the shared rate limit %r (%s: %s); "
+                    "failing closed: nothing is sent until it is back",
+                    self._key,
+                    type(error).__name__,
+                    error,
+                )
+        if self._on_unavailable == "local":
+            if self._local is None:
+                self._local = AdaptiveLimiter(self._local_limit, self._clock)
+            self._retry_at = now + self._recheck_interval
+            while self._queue:
+                future = self._queue.popleft()
+                if not future.done():
+                    future.set_result(_USE_LOCAL)
+        else:
+
+            def unavailable() -> BaseException:
+                # One exception per waiter: each is raised in its own task.
+                failure = RedisUnavailableError("rate limit", error)
+                failure.__cause__ = error
+                return failure
+
+            self._fail_waiters(unavailable)
+
+    def _on_redis_back(self) -> None:
+        if self._down_since is not None:
+            logger.info(
+                "Redis is available again for the shared rate limit %r after %.1f s",
+                self._key,
+                self._clock.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
+    def _spawn_report(self, feedback: Feedback, reserved_at: float | None) -> None:
+        accepted, self._pending_accepted = self._pending_accepted, 0
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._report(feedback, reserved_at, accepted)
+            )
+        except RuntimeError:  # pragma: no cover - release outside an event loop
+            self._pending_accepted += accepted
+            return
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(
+        self, feedback: Feedback, reserved_at: float | None, accepted: int
+    ) -> None:
+        offset = self._offset
+        if offset is None:  # pragma: no cover - a report follows an acquire
+            return
+        try:
+            reply = await self._scripts.report(
+                self._key,
+                self._params,
+                sent_at=feedback.sent_at + offset,
+                received_at=feedback.received_at + offset,
+                retry_after=feedback.retry_after,
+                max_pause=self._limit.max_pause,
+                reserved_at=reserved_at,
+                accepted=accepted,
+                rtt=self._rtt,
+            )
+        except REDIS_ERRORS as error:
+            self._pending_accepted += accepted
+            logger.debug("could not report a 429 to Redis: %s", error)
+            return
+        except Exception:
+            logger.exception("reporting a 429 to Redis failed")
+            return
+        self._rate = reply.rate
+        self._estimate = reply.estimate
