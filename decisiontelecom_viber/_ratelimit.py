@@ -5,9 +5,9 @@ the answer said (`Feedback`). The limiter (`AdaptiveLimiter`) is a GCRA
 (a token bucket in "theoretical arrival time" form) whose rate it adjusts:
 
 * **Unknown limit.** Before the first 429 it limits only the requests in
-  flight, starting at ``initial_window`` and growing by one per answer (slow
-  start, as TCP does): harmless for an unlimited server (the window doubles
-  every round trip) and gentle on a limited one.
+  flight, starting at ``initial_window`` and growing by half a request per
+  answer (a gentler slow start than TCP's): harmless for an unlimited server
+  (the window grows 1.5x every round trip) and gentle on a limited one.
 * **A 429** means the server's bucket is empty. Every sender pauses until the
   server's ``Retry-After`` / ``X-Rate-Limit-Reset`` (or a short backoff), and
   the rate drops (multiplicative decrease). Feedback from requests sent
@@ -70,6 +70,10 @@ _DECREASE = 0.97
 _BLIND_DECREASE = 0.7
 # Headroom kept below a measured rate.
 _MARGIN = 0.01
+# Slow start widens the window by this much per answer: 1.5x per round trip,
+# not TCP's 2x, since every request in flight when the server's bucket runs
+# dry comes back a 429 (the overshoot is about growth x the burst).
+_WINDOW_GROWTH = 0.5
 # Slow start stops limiting requests in flight past this window.
 _MAX_WINDOW = 512
 
@@ -212,7 +216,7 @@ class AdaptiveLimiter:
         self._paused_until = 0.0
         self._in_flight = 0
         # Slow start: a window on requests in flight while the limit is unknown.
-        self._window: int | None = (
+        self._window: float | None = (
             config.initial_window if config.rate is None else None
         )
         self._queue: collections.deque[asyncio.Future[float]] = collections.deque()
@@ -348,7 +352,7 @@ class AdaptiveLimiter:
             self._accepted_since_empty += 1
             self._accepted_total += 1
             if self._window is not None:
-                self._window += 1
+                self._window += _WINDOW_GROWTH
                 if self._window >= _MAX_WINDOW:
                     self._window = None
         headers = feedback.headers
