@@ -22,12 +22,14 @@ from ._enums import MessageStatus as MessageStatus
 from ._enums import MessageType as MessageType
 from ._enums import SmsStatus as SmsStatus
 from ._enums import SourceType as SourceType
+from ._errors import AmbiguousServerError as AmbiguousServerError
 from ._errors import APIConnectionError as APIConnectionError
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import CallbackError as CallbackError
 from ._errors import ClientClosedError as ClientClosedError
 from ._errors import ConfigurationError as ConfigurationError
+from ._errors import DeadlineExceededError as DeadlineExceededError
 from ._errors import GatewayTimeoutError as GatewayTimeoutError
 from ._errors import InsufficientBalanceError as InsufficientBalanceError
 from ._errors import InvalidParameterError as InvalidParameterError
@@ -38,19 +40,20 @@ from ._errors import StatusTimeoutError as StatusTimeoutError
 from ._errors import UnexpectedResponseError as UnexpectedResponseError
 from ._errors import ValidationError as ValidationError
 from ._errors import ViberError as ViberError
+from ._limits import Feedback as Feedback
+from ._limits import Limiter as Limiter
+from ._limits import Permit as Permit
+from ._limits import RateLimit as RateLimit
+from ._limits import RateLimitHeaders as RateLimitHeaders
 from ._metrics import BulkSummary as BulkSummary
 from ._metrics import ClientMetrics as ClientMetrics
 from ._models import MessageReceipt as MessageReceipt
-from ._models import SendOutcome as SendOutcome
 from ._models import SendResult as SendResult
 from ._models import StatusResult as StatusResult
 from ._models import ViberMessage as ViberMessage
+from ._outcomes import SendOutcome as SendOutcome
 from ._public import publish as _publish
 from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
-from ._ratelimit import Feedback as Feedback
-from ._ratelimit import Limiter as Limiter
-from ._ratelimit import RateLimit as RateLimit
-from ._ratelimit import RateLimitHeaders as RateLimitHeaders
 from ._receiver import CallbackReceiver as CallbackReceiver
 from ._receiver import MessageHandler as MessageHandler
 from ._receiver import ReceiverStats as ReceiverStats
@@ -66,6 +69,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AdaptiveLimiter",
+    "AmbiguousServerError",
     "AsyncViberClient",
     "AuthenticationError",
     "BulkSummary",
@@ -76,6 +80,7 @@ __all__ = [
     "ClientMetrics",
     "Clock",
     "ConfigurationError",
+    "DeadlineExceededError",
     "Feedback",
     "GatewayTimeoutError",
     "IncomingMessage",
@@ -88,6 +93,7 @@ __all__ = [
     "MessageStatus",
     "MessageType",
     "OutcomeUnknownError",
+    "Permit",
     "ProgressCallback",
     "RateLimit",
     "RateLimitError",

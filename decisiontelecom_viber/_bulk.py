@@ -1,6 +1,6 @@
 """Bulk sends: a bounded window of workers over a lazily consumed input.
 
-`SendStream` yields exactly one `SendResult` per input item, whatever
+`ResultStream` yields exactly one `SendResult` per input item, whatever
 happens to it: invalid items, API errors and transport failures become failed
 results, never an exception that ends the batch. Memory is bounded whatever
 the input size: at most *window* items are taken from the input and not yet
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import warnings
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -25,6 +27,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from ._clock import Clock
+from ._context import WorkerContext, worker
 from ._errors import ValidationError
 from ._metrics import BulkSummary, Tally
 
@@ -113,19 +116,188 @@ class _Source(Generic[Item]):
         return index, item
 
 
-class ResultStream(Generic[Result]):
-    """An async iterator of results, one per input item; also an async context manager.
+class _Engine(Generic[Result]):
+    """The workers of one `ResultStream`, and everything they share.
 
-    Iterate it with ``async for``. Leaving the loop early (``break``, an
-    exception, cancellation) should be followed by `aclose`, or the stream
-    used as ``async with``, so that in-flight requests are cancelled at once
-    rather than when the stream is garbage-collected.
+    Kept apart from the stream so that nothing of the stream's own is
+    referenced by its workers: a stream its consumer dropped is garbage at
+    once, and its finalizer can stop the workers (`ResultStream.__del__`).
     """
 
     def __init__(
         self,
         items: Iterable[Any] | AsyncIterable[Any],
-        process: Callable[[int, Any, Tally], Awaitable[Result]],
+        process: Callable[[int, Any], Awaitable[Result]],
+        *,
+        concurrency: int,
+        outcome: Callable[[Result], str],
+        clock: Clock,
+        ordered: bool,
+        on_progress: ProgressCallback | None,
+        progress_interval: float,
+    ) -> None:
+        self.concurrency = check_concurrency(concurrency)
+        self.source: _Source[Any] = _Source(items)
+        self.process = process
+        self.ordered = ordered
+        self.outcome = outcome
+        self.clock = clock
+        self.on_progress = on_progress
+        self.progress_interval = progress_interval
+        self.tally = Tally()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.total = 0
+        self.started = clock.monotonic()
+        self.finished: float | None = None
+        self.last_progress = self.started
+        self.crash: Exception | None = None
+        self.workers: list[tuple[asyncio.Task[None], WorkerContext]] = []
+        self.stopping = False
+
+    @property
+    def running(self) -> bool:
+        """Whether workers were started and some have not ended."""
+        return any(not task.done() for task, _ in self.workers)
+
+    def summary(self) -> BulkSummary:
+        tally = self.tally
+        end = self.finished if self.finished is not None else self.clock.monotonic()
+        return BulkSummary(
+            total=self.total,
+            outcomes=dict(self.outcomes),
+            attempts=tally.attempts,
+            retries=tally.retries,
+            rate_limited=tally.rate_limited,
+            limiter_wait=tally.limiter_wait,
+            elapsed=end - self.started,
+            done=self.finished is not None,
+        )
+
+    def count(self, result: Result) -> None:
+        self.outcomes[self.outcome(result)] += 1
+        self.total += 1
+        if self.on_progress is not None:
+            now = self.clock.monotonic()
+            if now - self.last_progress >= self.progress_interval:
+                self.last_progress = now
+                self.report()
+
+    def report(self) -> None:
+        callback = self.on_progress
+        if callback is None:
+            return
+        try:
+            callback(self.summary())
+        except Exception:
+            # A broken progress display must not abandon messages in flight.
+            logger.exception("the progress callback failed")
+
+    def stop(self) -> None:
+        """Take no more input; cancel the workers with nothing on the wire.
+
+        A worker whose request is written finishes that item (so that what
+        it learns, a message ID, is not lost to whoever records it), then
+        ends; the rest write nothing more.
+        """
+        self.stopping = True
+        for task, context in self.workers:
+            context.stopping = True
+            if not context.writing and not task.done():
+                task.cancel()
+
+    async def run(self) -> AsyncGenerator[Result, None]:
+        concurrency = self.concurrency
+        # Items taken from the input but not yet handed to the consumer. In
+        # order mode a slow item holds back the ones after it, so the window
+        # is wider there, to keep the other workers busy meanwhile.
+        window = concurrency * (4 if self.ordered else 2)
+        slots = asyncio.Semaphore(window)
+        results: asyncio.Queue[tuple[int, Result] | None] = asyncio.Queue()
+        for _ in range(concurrency):
+            context = WorkerContext(self.tally)
+            task = asyncio.create_task(self._work(slots, results, context))
+            self.workers.append((task, context))
+        running = concurrency
+        pending: dict[int, Result] = {}
+        next_index = 0
+        try:
+            while running:
+                got = await results.get()
+                if got is None:
+                    running -= 1
+                    continue
+                if not self.ordered:
+                    slots.release()
+                    self.count(got[1])
+                    yield got[1]
+                    continue
+                pending[got[0]] = got[1]
+                while next_index in pending:
+                    result = pending.pop(next_index)
+                    next_index += 1
+                    slots.release()
+                    self.count(result)
+                    yield result
+            self.finished = self.clock.monotonic()
+            self.report()
+            if self.crash is not None:
+                raise self.crash
+            if self.source.error is not None:
+                raise self.source.error
+        finally:
+            self.stop()
+            # Wait for the workers to unwind (those on the wire, to finish
+            # their item), so that no task or connection outlives the stream.
+            await asyncio.gather(
+                *(task for task, _ in self.workers), return_exceptions=True
+            )
+
+    async def _work(
+        self,
+        slots: asyncio.Semaphore,
+        results: asyncio.Queue[tuple[int, Result] | None],
+        context: WorkerContext,
+    ) -> None:
+        worker.set(context)  # this task's own context: its calls count here
+        source = self.source
+        process = self.process
+        try:
+            while not context.stopping:
+                await slots.acquire()
+                taken = None if _stopped(context) else await source.next()
+                if taken is None:
+                    slots.release()
+                    break
+                index, item = taken
+                results.put_nowait((index, await process(index, item)))
+        except Exception as error:  # noqa: BLE001 - re-raised by run
+            # *process* turns every failure into a result; reaching this is a
+            # bug, which must surface rather than silently drop an item.
+            self.crash = error
+        finally:
+            results.put_nowait(None)
+
+
+def _stopped(context: WorkerContext) -> bool:
+    return context.stopping  # read anew after an await (mypy narrows otherwise)
+
+
+class ResultStream(Generic[Result]):
+    """An async iterator of results, one per input item; also an async context manager.
+
+    Iterate it with ``async for``. Leaving the loop early (``break``, an
+    exception, cancellation) should be followed by `aclose`, or the stream
+    used as ``async with``. Closing stops taking input and cancels every
+    item whose request is not yet written; items already on the wire
+    finish first (each bounded by its deadline). A stream dropped without
+    being closed does the same when it is garbage-collected, with a
+    `ResourceWarning`.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[Any] | AsyncIterable[Any],
+        process: Callable[[int, Any], Awaitable[Result]],
         *,
         concurrency: int,
         outcome: Callable[[Result], str],
@@ -134,57 +306,37 @@ class ResultStream(Generic[Result]):
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
     ) -> None:
-        self._concurrency = check_concurrency(concurrency)
-        self._source: _Source[Any] = _Source(items)
-        self._process = process
-        self._ordered = ordered
-        self._outcome = outcome
-        self._clock = clock
-        self._on_progress = on_progress
-        self._progress_interval = progress_interval
-        self._tally = Tally()
-        self._outcomes: collections.Counter[str] = collections.Counter()
-        self._total = 0
-        self._started = clock.monotonic()
-        self._finished: float | None = None
-        self._last_progress = self._started
-        self._crash: Exception | None = None
-        self._agen = self._run()
+        self._engine: _Engine[Result] = _Engine(
+            items,
+            process,
+            concurrency=concurrency,
+            outcome=outcome,
+            clock=clock,
+            ordered=ordered,
+            on_progress=on_progress,
+            progress_interval=progress_interval,
+        )
+        self._agen = self._engine.run()
+        self._closed = False
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is None or self._closed or not engine.running:
+            return
+        warnings.warn(
+            "a ResultStream was dropped while sending; close it (`async with`, "
+            "or `await stream.aclose()`) when leaving its loop early",
+            ResourceWarning,
+            source=self,
+            stacklevel=1,
+        )
+        with contextlib.suppress(RuntimeError):  # its event loop is gone
+            engine.stop()
 
     @property
     def summary(self) -> BulkSummary:
         """Counts so far; final once the stream is exhausted (``done``)."""
-        tally = self._tally
-        end = self._finished if self._finished is not None else self._clock.monotonic()
-        return BulkSummary(
-            total=self._total,
-            outcomes=dict(self._outcomes),
-            attempts=tally.attempts,
-            retries=tally.retries,
-            rate_limited=tally.rate_limited,
-            limiter_wait=tally.limiter_wait,
-            elapsed=end - self._started,
-            done=self._finished is not None,
-        )
-
-    def _count(self, result: Result) -> None:
-        self._outcomes[self._outcome(result)] += 1
-        self._total += 1
-        if self._on_progress is not None:
-            now = self._clock.monotonic()
-            if now - self._last_progress >= self._progress_interval:
-                self._last_progress = now
-                self._report()
-
-    def _report(self) -> None:
-        callback = self._on_progress
-        if callback is None:
-            return
-        try:
-            callback(self.summary)
-        except Exception:
-            # A broken progress display must not abandon messages in flight.
-            logger.exception("the progress callback failed")
+        return self._engine.summary()
 
     def __aiter__(self) -> ResultStream[Result]:
         return self
@@ -193,7 +345,8 @@ class ResultStream(Generic[Result]):
         return await self._agen.__anext__()
 
     async def aclose(self) -> None:
-        """Stop: cancel in-flight requests and wait until they are gone."""
+        """Stop: take no more input, cancel what is not written, finish the rest."""
+        self._closed = True
         await self._agen.aclose()
 
     async def __aenter__(self) -> ResultStream[Result]:
@@ -206,72 +359,3 @@ class ResultStream(Generic[Result]):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-    async def _run(self) -> AsyncGenerator[Result, None]:
-        concurrency = self._concurrency
-        # Items taken from the input but not yet handed to the consumer. In
-        # order mode a slow item holds back the ones after it, so the window
-        # is wider there, to keep the other workers busy meanwhile.
-        window = concurrency * (4 if self._ordered else 2)
-        slots = asyncio.Semaphore(window)
-        results: asyncio.Queue[tuple[int, Result] | None] = asyncio.Queue()
-        workers = [
-            asyncio.create_task(self._work(slots, results)) for _ in range(concurrency)
-        ]
-        running = len(workers)
-        pending: dict[int, Result] = {}
-        next_index = 0
-        try:
-            while running:
-                got = await results.get()
-                if got is None:
-                    running -= 1
-                    continue
-                if not self._ordered:
-                    slots.release()
-                    self._count(got[1])
-                    yield got[1]
-                    continue
-                pending[got[0]] = got[1]
-                while next_index in pending:
-                    result = pending.pop(next_index)
-                    next_index += 1
-                    slots.release()
-                    self._count(result)
-                    yield result
-            self._finished = self._clock.monotonic()
-            self._report()
-            if self._crash is not None:
-                raise self._crash
-            if self._source.error is not None:
-                raise self._source.error
-        finally:
-            for worker in workers:
-                worker.cancel()
-            # Wait for cancelled requests to unwind, so that no task or
-            # connection outlives the stream.
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def _work(
-        self,
-        slots: asyncio.Semaphore,
-        results: asyncio.Queue[tuple[int, Result] | None],
-    ) -> None:
-        source = self._source
-        process = self._process
-        tally = self._tally
-        try:
-            while True:
-                await slots.acquire()
-                taken = await source.next()
-                if taken is None:
-                    slots.release()
-                    break
-                index, item = taken
-                results.put_nowait((index, await process(index, item, tally)))
-        except Exception as error:  # noqa: BLE001 - re-raised by _run
-            # *process* turns every failure into a result; reaching this is a
-            # bug, which must surface rather than silently drop an item.
-            self._crash = error
-        finally:
-            results.put_nowait(None)

@@ -1,24 +1,22 @@
-"""`AsyncViberClient`: lifecycle and the request pipeline.
+"""`AsyncViberClient`: configuration, lifecycle and the public methods.
 
-One private path per call: build the body once, then ``Retrier.call`` runs
-attempts; each attempt waits for the rate limiter, builds an `httpx.Request`,
-exchanges it (errors translated at the boundary in `_transport`), decodes
-the answer (`_wire`) and tells the limiter what the answer said. Retries and
-rate limits wrap that path; they are not woven through it.
+Every call goes through one `Pipeline` (`_pipeline`): limiter, deadline,
+request, exchange, decoding, in that order. The client builds it from its
+settings, hands it each call's body, and closes it: `aclose` aborts the
+calls that have nothing on the wire and waits for those that have.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import httpx
 
-from ._bulk import ProgressCallback, ResultStream, check_concurrency
+from ._bulk import ProgressCallback, ResultStream
 from ._clock import Clock, SystemClock
 from ._constants import (
     BASE_URL_ENV,
@@ -29,12 +27,8 @@ from ._constants import (
     SEND_PATH,
     STATUS_PATH,
 )
-from ._errors import (
-    ClientClosedError,
-    ConfigurationError,
-    RateLimitError,
-    ValidationError,
-)
+from ._errors import ClientClosedError, ConfigurationError, ValidationError
+from ._limits import Limiter, RateLimit
 from ._metrics import ClientMetrics, Tally
 from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
 from ._options import (
@@ -48,18 +42,16 @@ from ._options import (
     resolve_limiter,
     resolve_timeout,
 )
+from ._pipeline import Operation, Pipeline
 from ._polling import poll_until_final
-from ._ratelimit import Feedback, Limiter, RateLimit, parse_rate_limit_headers
 from ._retry import Retrier, RetryHook, RetryPolicy
 from ._signing import CallbackSigner
 from ._transport import (
-    TRANSLATED_ERRORS,
     ClientExchange,
     Exchange,
     TransportExchange,
     build_default_transport,
     environment_proxy,
-    translate_error,
 )
 from ._wire import (
     decode_send_response,
@@ -71,13 +63,8 @@ from ._wire import (
 
 __all__ = ["AsyncViberClient", "MessageLike"]
 
-logger = logging.getLogger("decisiontelecom_viber")
-
 MessageLike: TypeAlias = "ViberMessage | Mapping[str, Any]"
 """A `ViberMessage`, or a mapping of its field names."""
-
-T = TypeVar("T")
-Decoder = Callable[[int, httpx.Headers, bytes], T]
 
 
 def _check_message_id(message_id: object) -> int:
@@ -146,17 +133,13 @@ class AsyncViberClient:
         "_clock",
         "_closed",
         "_exchange",
-        "_headers",
-        "_host",
         "_limiter",
         "_owns_exchange",
+        "_pipeline",
         "_retrier",
-        "_send_url",
-        "_status_url",
+        "_send_op",
+        "_status_op",
         "_tally",
-        "_timeout",
-        "_timeout_ext",
-        "_timeout_max",
     )
 
     def __init__(
@@ -183,9 +166,6 @@ class AsyncViberClient:
         self._base_url = resolve_base_url(
             base_url, allow_insecure_http=allow_insecure_http
         )
-        self._host = self._base_url.host
-        self._send_url = self._base_url.join(f"{self._base_url.path}/{SEND_PATH}")
-        self._status_url = self._base_url.join(f"{self._base_url.path}/{STATUS_PATH}")
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy or None")
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -199,7 +179,7 @@ class AsyncViberClient:
             paced=self._limiter is not None,
             tally=self._tally,
         )
-        self._headers = auth_headers(
+        headers = auth_headers(
             resolve_access_key(access_key), http_client.headers if http_client else None
         )
         if http_client is not None:
@@ -213,7 +193,7 @@ class AsyncViberClient:
             self._exchange: Exchange = ClientExchange(http_client)
             self._owns_exchange = False
         else:
-            check_concurrency(max_connections)
+            check_max_connections(max_connections)
             self._exchange = TransportExchange(
                 build_default_transport(
                     verify=verify,
@@ -227,14 +207,31 @@ class AsyncViberClient:
                 )
             )
             self._owns_exchange = True
-        self._timeout = (
-            DEFAULT_TIMEOUT
-            if isinstance(timeout, Default)
-            else resolve_timeout(timeout)
+        self._pipeline = Pipeline(
+            exchange=self._exchange,
+            limiter=self._limiter,
+            retrier=self._retrier,
+            headers=headers,
+            timeout=(
+                DEFAULT_TIMEOUT
+                if isinstance(timeout, Default)
+                else resolve_timeout(timeout)
+            ),
+            clock=self._clock,
+            tally=self._tally,
         )
-        self._timeout_ext = self._timeout.as_dict()
-        self._timeout_max = max(
-            (t for t in self._timeout_ext.values() if t is not None), default=0.0
+        root = self._base_url.path
+        self._send_op = Operation(
+            "send_message",
+            self._base_url.join(f"{root}/{SEND_PATH}"),
+            idempotent=False,
+            decode=decode_send_response,
+        )
+        self._status_op = Operation(
+            "get_message_status",
+            self._base_url.join(f"{root}/{STATUS_PATH}"),
+            idempotent=True,
+            decode=decode_status_response,
         )
         self._callback = CallbackSigner.build(
             callback_url, callback_secret, callback_reference
@@ -249,6 +246,11 @@ class AsyncViberClient:
     def base_url(self) -> str:
         """The API root this client talks to."""
         return str(self._base_url)
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the client reads time from and waits with."""
+        return self._clock
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -277,7 +279,7 @@ class AsyncViberClient:
             limiter_waits=tally.limiter_waits,
             limiter_wait=tally.limiter_wait,
             current_rate=limiter.current_rate if limiter is not None else None,
-            estimated_limit=getattr(limiter, "estimated_limit", None),
+            estimated_limit=limiter.estimated_limit if limiter is not None else None,
         )
 
     @property
@@ -299,16 +301,29 @@ class AsyncViberClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (unless it came from *http_client*).
+        """Close the client: stop what was not sent, finish what was.
 
-        Calls made after this raise `ClientClosedError`. Closing twice is
-        harmless.
+        Calls that have not written their request yet (waiting for the rate
+        limiter, a retry's backoff) raise `ClientClosedError`: nothing of
+        theirs was sent. Calls whose request is on the wire are waited for:
+        they end as usual, with their message ID or an error (an
+        `OutcomeUnknownError` at worst, never `ClientClosedError`); each is
+        bounded by its own timeouts and deadline. Then the connection pool is
+        closed (unless it came from *http_client*). Calls made after this
+        raise `ClientClosedError`. Closing twice is harmless.
+
+        If `aclose` itself is cancelled, the pool is closed at once and the
+        calls still on the wire end in `OutcomeUnknownError`.
         """
         if self._closed:
             return
         self._closed = True
-        if self._owns_exchange:
-            await self._exchange.aclose()
+        try:
+            if self._pipeline.owns_current_loop():
+                await self._pipeline.close()
+        finally:
+            if self._owns_exchange:
+                await self._exchange.aclose()
 
     async def send_message(self, message: MessageLike) -> int:
         """Send one message and return its message ID.
@@ -322,15 +337,21 @@ class AsyncViberClient:
         Raises:
             ValidationError: The message is invalid; nothing was sent.
             APIError: The API refused the message (after retries, for 429
-                and 5xx).
+                and 500/502/503).
             APIConnectionError: The API could not be reached (after retries);
+                nothing was sent.
+            DeadlineExceededError: The call's deadline passed before the
+                request could be written (the rate limiter, a 429 pause);
                 nothing was sent.
             OutcomeUnknownError: No usable answer came back; the message may
                 or may not have been sent. Not retried unless the policy opts
                 in: check before sending it again.
-            ClientClosedError: The client is closed.
+            ClientClosedError: The client was closed before the request was
+                written; nothing was sent.
+            ConfigurationError: The client is used from another event loop
+                than the one of its first call; nothing was sent.
         """
-        return await self._send(coerce_message(message), None)
+        return await self._send_validated(coerce_message(message))
 
     async def get_message_status(self, message_id: int) -> MessageReceipt:
         """Look up the status of a message sent in the last 5 days.
@@ -342,10 +363,14 @@ class AsyncViberClient:
             ValidationError: *message_id* is not a non-negative integer.
             APIError: The API refused the lookup.
             APIConnectionError: The API could not be reached.
+            DeadlineExceededError: The deadline passed before a request
+                could be written.
             OutcomeUnknownError: No usable answer came back (after retries).
             ClientClosedError: The client is closed.
+            ConfigurationError: The client is used from another event loop.
         """
-        return await self._status(_check_message_id(message_id), None)
+        body = encode_json({"message_id": _check_message_id(message_id)})
+        return await self._pipeline.run(self._status_op, body)
 
     def send_messages(
         self,
@@ -458,7 +483,7 @@ class AsyncViberClient:
             until=until,
         )
 
-    async def _send_item(self, index: int, item: object, tally: Tally) -> SendResult:
+    async def _send_item(self, index: int, item: object) -> SendResult:
         try:
             message = coerce_message(item)
             if self._callback is not None:
@@ -466,141 +491,34 @@ class AsyncViberClient:
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, item, error=error)
         try:
-            message_id = await self._send(message, tally)
+            message_id = await self._pipeline.run(
+                self._send_op, encode_message(message)
+            )
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, message, error=error)
         return SendResult(index, message, message_id=message_id)
 
-    async def _status_item(
-        self, index: int, item: object, tally: Tally
-    ) -> StatusResult:
+    async def _status_item(self, index: int, item: object) -> StatusResult:
         try:
-            receipt = await self._status(_check_message_id(item), tally)
+            receipt = await self.get_message_status(_check_message_id(item))
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return StatusResult(index, item, error=error)
         return StatusResult(index, item, receipt=receipt)
 
-    async def _send(self, message: ViberMessage, tally: Tally | None) -> int:
-        self._check_open()
+    async def _send_validated(self, message: ViberMessage) -> int:
         if self._callback is not None:
             message = self._callback.attach(message)
-        body = encode_message(message)
-
-        async def attempt(deadline: float | None) -> int:
-            return await self._attempt(
-                self._send_url, body, deadline, decode_send_response, tally
-            )
-
-        return await self._retrier.call(
-            attempt, name="send_message", idempotent=False, tally=tally
-        )
-
-    async def _status(self, message_id: int, tally: Tally | None) -> MessageReceipt:
-        self._check_open()
-        body = encode_json({"message_id": message_id})
-
-        async def attempt(deadline: float | None) -> MessageReceipt:
-            return await self._attempt(
-                self._status_url, body, deadline, decode_status_response, tally
-            )
-
-        return await self._retrier.call(
-            attempt, name="get_message_status", idempotent=True, tally=tally
-        )
+        return await self._pipeline.run(self._send_op, encode_message(message))
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError
 
-    async def _attempt(
-        self,
-        url: httpx.URL,
-        body: bytes,
-        deadline: float | None,
-        decode: Callable[..., T],
-        tally: Tally | None,
-    ) -> T:
-        """One attempt: wait for the limiter, exchange, decode, tell the limiter."""
-        limiter = self._limiter
-        clock = self._clock
-        sent_at = clock.monotonic()
-        if limiter is not None:
-            waited = await limiter.acquire()
-            if waited:
-                self._count_wait(waited, tally)
-                sent_at += waited
-        self._tally.attempts += 1
-        if tally is not None:
-            tally.attempts += 1
-        status: int | None = None
-        headers: httpx.Headers | None = None
-        limited: RateLimitError | None = None
-        try:
-            status, headers, raw = await self._post(url, body, deadline)
-            return decode(status, headers, raw, now=clock.time())
-        except RateLimitError as error:
-            limited = error
-            self._tally.rate_limited += 1
-            if tally is not None:
-                tally.rate_limited += 1
-            raise
-        finally:
-            # Also on cancellation: every acquire is paired with a release.
-            if limiter is not None:
-                limiter.release(
-                    Feedback(
-                        sent_at,
-                        clock.monotonic(),
-                        status,
-                        limited is not None,
-                        limited.retry_after if limited is not None else None,
-                        parse_rate_limit_headers(headers)
-                        if headers is not None
-                        else None,
-                    )
-                )
 
-    def _count_wait(self, waited: float, tally: Tally | None) -> None:
-        for counter in (self._tally, tally):
-            if counter is not None:
-                counter.limiter_waits += 1
-                counter.limiter_wait += waited
-
-    def _timeouts(self, deadline: float | None) -> dict[str, float | None]:
-        if deadline is None:
-            return self._timeout_ext
-        left = deadline - self._clock.monotonic()
-        if left >= self._timeout_max:
-            return self._timeout_ext
-        # The call's deadline is nearer than a full attempt: cut every phase
-        # of this attempt to the time left.
-        left = max(left, 0.001)
-        return {
-            phase: left if value is None else min(value, left)
-            for phase, value in self._timeout_ext.items()
-        }
-
-    async def _post(
-        self, url: httpx.URL, body: bytes, deadline: float | None
-    ) -> tuple[int, httpx.Headers, bytes]:
-        request = httpx.Request(
-            "POST",
-            url,
-            headers=self._headers,
-            content=body,
-            extensions={"timeout": self._timeouts(deadline)},
-        )
-        try:
-            answer = await self._exchange(request)
-        except TRANSLATED_ERRORS as error:
-            if self._closed:
-                raise ClientClosedError from error
-            translated = translate_error(error, host=self._host)
-            logger.debug("POST %s failed: %s", url.path, translated)
-            raise translated from error
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("POST %s -> HTTP %d", url.path, answer[0])
-        return answer
+def check_max_connections(value: object) -> None:
+    """Raise `ConfigurationError` unless *value* is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError("max_connections must be an int >= 1")
 
 
 def _send_outcome(result: SendResult) -> str:

@@ -4,40 +4,50 @@
 ViberError
 ├── ConfigurationError      bad client settings, e.g. no access key (ValueError)
 ├── ValidationError         invalid message or argument; nothing sent (ValueError)
-├── ClientClosedError       the client was closed (RuntimeError)
+├── ClientClosedError       closed before the request was written (RuntimeError)
+├── DeadlineExceededError   the deadline passed before writing (TimeoutError)
 ├── StatusTimeoutError      wait_for_status saw no final status in time (TimeoutError)
 ├── APIError                the API answered with an error
 │   ├── AuthenticationError         401/403: wrong or missing access key
 │   ├── InvalidParameterError       code 1 / 400: the API refused a field
 │   ├── InsufficientBalanceError    code 3 / 402: top up the balance
 │   ├── RateLimitError              code 0 / 429: too many requests
-│   └── ServerError                 code 2 / 500, and 502/503/504 from a gateway
-│       └── GatewayTimeoutError     504: also an OutcomeUnknownError
+│   └── ServerError                 code 2 / 500, and 502/503 from a gateway
+│       └── AmbiguousServerError    any other 5xx: also an OutcomeUnknownError
+│           └── GatewayTimeoutError     504, 524, 598, 599
 ├── APIConnectionError      the request never reached the API; safe to retry
 ├── OutcomeUnknownError     the request may have reached the API; no usable answer
-│   ├── GatewayTimeoutError
-│   └── UnexpectedResponseError     a 2xx answer whose body is not understood
+│   ├── AmbiguousServerError
+│   └── UnexpectedResponseError     an answer the SDK does not understand
 └── CallbackError           a callback body is malformed (also ValueError)
 ```
 
-Which of them are retried is decided in one place, `_retry.should_retry`, not
-here: exceptions carry data only. Errors from httpx and aiohttp are translated
-into this tree at one boundary (`_transport.translate_errors`), with the
-original kept as ``__cause__``.
+Exceptions carry data only. What each one means for a send (failed, retried,
+or unknown) is decided in one place, `_outcomes.verdict`. Errors from httpx
+and aiohttp are translated into this tree at one boundary
+(the exchanges of `_transport`); the foreign exception is never chained, because
+aiohttp's carry the request headers (and so the access key): its class name
+is kept in `ViberError.cause_type` instead.
+
+Every exception pickles with its type, message and attributes (job queues
+such as arq and Celery pickle a failed job's exception).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "AmbiguousServerError",
     "AuthenticationError",
     "CallbackError",
     "ClientClosedError",
     "ConfigurationError",
+    "DeadlineExceededError",
     "GatewayTimeoutError",
     "InsufficientBalanceError",
     "InvalidParameterError",
@@ -51,8 +61,32 @@ __all__ = [
 ]
 
 
+def _rebuild(
+    cls: type[ViberError], args: tuple[Any, ...], state: dict[str, Any]
+) -> Any:
+    """Unpickle an exception without calling its ``__init__``."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
 class ViberError(Exception):
-    """Base class of every exception this SDK raises."""
+    """Base class of every exception this SDK raises.
+
+    Attributes:
+        cause_type: The class name of the foreign exception (from aiohttp,
+            httpx...) this error was translated from, if any. The foreign
+            exception itself is not chained: aiohttp's carry the request
+            headers, and so the access key.
+    """
+
+    cause_type: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the message and the attributes, whatever the
+        # subclass's constructor takes.
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
 
 
 class ConfigurationError(ViberError, ValueError):
@@ -76,10 +110,35 @@ class ValidationError(ViberError, ValueError):
 
 
 class ClientClosedError(ViberError, RuntimeError):
-    """The client was closed; create a new one."""
+    """The client was closed before this call's request was written.
 
-    def __init__(self) -> None:
-        super().__init__("this AsyncViberClient is closed; create a new one")
+    Nothing was sent, so the call is safe to repeat with a new client.
+    Requests already written when `AsyncViberClient.aclose` was called finish
+    normally (or end in `OutcomeUnknownError`), never in this error.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or "this AsyncViberClient is closed; create a new one")
+
+
+class DeadlineExceededError(ViberError, TimeoutError):
+    """The call's deadline passed before its request was written.
+
+    Raised instead of sending a request that could not finish in time: the
+    rate limiter, a 429 pause or a retry's backoff used up
+    `RetryPolicy.timeout`. Nothing was sent by this attempt (and no earlier
+    attempt of the call may have been processed), so it is safe to send
+    again.
+
+    Attributes:
+        waited: What the time went on (``"the rate limiter"``...).
+    """
+
+    def __init__(self, waited: str) -> None:
+        super().__init__(
+            f"the call's deadline passed while waiting for {waited}; nothing was sent"
+        )
+        self.waited = waited
 
 
 class StatusTimeoutError(ViberError, TimeoutError):
@@ -101,8 +160,32 @@ class StatusTimeoutError(ViberError, TimeoutError):
         self.receipt = receipt
 
 
+class OutcomeUnknownError(ViberError):
+    """The request may have reached the API, but no usable answer came back.
+
+    Raised for a read timeout, a connection broken after the request was
+    written, a gateway's 5xx other than 500/502/503, the call's deadline
+    passing while the answer was awaited, or an answer the SDK does not
+    understand. For a send, the message may or may not have been sent (and
+    charged): the API has no idempotency key, so sends failing this way are
+    not retried unless `RetryPolicy.retry_unknown_outcome` is set.
+
+    Attributes:
+        reason: What happened, in a few words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"no usable answer from the API ({reason}); "
+            "the request may or may not have been processed"
+        )
+        self.reason = reason
+
+
 class APIError(ViberError):
     """The API answered with an error.
+
+    Subclasses that need one more attribute take it as one more keyword.
 
     Attributes:
         name: The ``name`` of the error body (``"Too Many Requests"``,
@@ -132,6 +215,8 @@ class APIError(ViberError):
         if code is not None:
             details.insert(0, f"code {code}")
         text = f"{name}: {message}" if message else name
+        # Cooperative: for an AmbiguousServerError the next class is
+        # OutcomeUnknownError, which words this as the unknown outcome's reason.
         super().__init__(f"{text} ({', '.join(details)})")
         self.name = name
         self.message = message
@@ -154,27 +239,8 @@ class InvalidParameterError(APIError):
             ``"Invalid Parameter: <field>"``; None when the API did not say.
     """
 
-    def __init__(
-        self,
-        name: str,
-        message: str,
-        *,
-        param: str | None = None,
-        code: int | None = None,
-        status: int | None = None,
-        http_status: int,
-        body: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(
-            name,
-            message,
-            code=code,
-            status=status,
-            http_status=http_status,
-            body=body,
-            headers=headers,
-        )
+    def __init__(self, *args: Any, param: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.param = param
 
 
@@ -191,31 +257,34 @@ class RateLimitError(APIError):
     """
 
     def __init__(
-        self,
-        name: str,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        code: int | None = None,
-        status: int | None = None,
-        http_status: int,
-        body: str = "",
-        headers: Mapping[str, str] | None = None,
+        self, *args: Any, retry_after: float | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(
-            name,
-            message,
-            code=code,
-            status=status,
-            http_status=http_status,
-            body=body,
-            headers=headers,
-        )
+        super().__init__(*args, **kwargs)
         self.retry_after = retry_after
 
 
 class ServerError(APIError):
-    """The API or a gateway in front of it failed (500, 502, 503, 504)."""
+    """The API or a gateway in front of it failed (500, 502, 503; see subclasses).
+
+    A plain `ServerError` (500, 502, 503, or the API's code 2) means the
+    request was not processed: it is retried, for sends too.
+    """
+
+
+class AmbiguousServerError(ServerError, OutcomeUnknownError):
+    """A 5xx other than 500, 502 and 503: the request may have been processed.
+
+    Gateways and CDNs answer 504, Cloudflare's 520-527, 598, 599 and the
+    like when the API did not answer them in time, or answered something
+    they could not use: the API may have processed the request. For sends
+    this is an unknown outcome as well as a server error: retried for status
+    lookups, and for sends only when `RetryPolicy.retry_unknown_outcome` is
+    set.
+    """
+
+
+class GatewayTimeoutError(AmbiguousServerError):
+    """A gateway gave up waiting for the API (504, 524, 598, 599)."""
 
 
 class APIConnectionError(ViberError):
@@ -225,29 +294,12 @@ class APIConnectionError(ViberError):
     """
 
 
-class OutcomeUnknownError(ViberError):
-    """The request may have reached the API, but no usable answer came back.
-
-    Raised for a read timeout, a connection broken after the request was
-    written, a 504 from a gateway, or a 2xx answer that cannot be parsed. For
-    a send, the message may or may not have been sent (and charged): the API
-    has no idempotency key, so sends failing this way are not retried unless
-    `RetryPolicy.retry_unknown_outcome` is set.
-
-    Attributes:
-        reason: What happened, in a few words.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(
-            f"no usable answer from the API ({reason}); "
-            "the request may or may not have been processed"
-        )
-        self.reason = reason
-
-
 class UnexpectedResponseError(OutcomeUnknownError):
-    """The API answered 2xx, but the body is not what the API documents.
+    """The API answered something the SDK does not understand.
+
+    A 2xx answer whose body is not what the API documents, or a status the
+    SDK does not know (a redirect, a 404 or 408 without an API error body...):
+    the request reached something, which may have processed it.
 
     Attributes:
         http_status: The HTTP status code of the response.
@@ -258,40 +310,6 @@ class UnexpectedResponseError(OutcomeUnknownError):
         super().__init__(reason)
         self.http_status = http_status
         self.body = body
-
-
-class GatewayTimeoutError(ServerError, OutcomeUnknownError):
-    """A gateway gave up waiting for the API (HTTP 504).
-
-    The API may still have processed the request, so for sends this is an
-    ambiguous outcome as well as a server error: it is retried for status
-    lookups, and for sends only when `RetryPolicy.retry_unknown_outcome` is set.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        message: str,
-        *,
-        code: int | None = None,
-        status: int | None = None,
-        http_status: int,
-        body: str = "",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        # OutcomeUnknownError.__init__ would replace the message; only its
-        # attribute is needed.
-        ServerError.__init__(
-            self,
-            name,
-            message,
-            code=code,
-            status=status,
-            http_status=http_status,
-            body=body,
-            headers=headers,
-        )
-        self.reason = "gateway timeout (HTTP 504)"
 
 
 class CallbackError(ViberError, ValueError):

@@ -1,7 +1,10 @@
 """Counters: per client (`ClientMetrics`) and per bulk call (`BulkSummary`).
 
 Counting is a few integer additions per attempt, on a mutable `Tally`; users
-see frozen snapshots, to feed their own metrics.
+see frozen snapshots, to feed their own metrics. A bulk call's counters are
+found through its workers' context (`_context.worker`), so that anything
+sending through the client's public methods from a bulk worker —
+`SendOnceGuard` among them — counts into that call's summary.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ message fails before any request is made, naming the field.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -15,12 +14,12 @@ import attrs
 
 from . import _validation as v
 from ._enums import MessageStatus, MessageType, SmsStatus, SourceType
-from ._errors import OutcomeUnknownError, ValidationError
+from ._errors import ValidationError
+from ._outcomes import SendOutcome, send_outcome
 
 
 __all__ = [
     "MessageReceipt",
-    "SendOutcome",
     "SendResult",
     "StatusResult",
     "ViberMessage",
@@ -360,17 +359,6 @@ class MessageReceipt:
         return self.sms_message_status is None or self.sms_message_status.is_final
 
 
-class SendOutcome(enum.Enum):
-    """What became of one message of a bulk send."""
-
-    SENT = "sent"
-    """The API accepted the message; ``message_id`` is set."""
-    FAILED = "failed"
-    """Definitely not sent: invalid, or refused by the API."""
-    UNKNOWN = "unknown"
-    """May or may not have been sent (`OutcomeUnknownError`); do not resend blindly."""
-
-
 @attrs.frozen
 class SendResult:
     """The result of one item of `AsyncViberClient.send_messages`.
@@ -397,11 +385,7 @@ class SendResult:
     @property
     def outcome(self) -> SendOutcome:
         """Sent, failed, or unknown (the message may have been sent)."""
-        if self.error is None:
-            return SendOutcome.SENT
-        if isinstance(self.error, OutcomeUnknownError):
-            return SendOutcome.UNKNOWN
-        return SendOutcome.FAILED
+        return send_outcome(self.error)
 
 
 @attrs.frozen

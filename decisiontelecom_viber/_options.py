@@ -18,8 +18,9 @@ from ._constants import (
     DEFAULT_READ_TIMEOUT,
 )
 from ._errors import ConfigurationError, ValidationError
+from ._limits import Limiter, RateLimit
 from ._models import ViberMessage
-from ._ratelimit import AdaptiveLimiter, Limiter, RateLimit
+from ._ratelimit import AdaptiveLimiter
 from ._version import user_agent
 
 
@@ -143,6 +144,7 @@ def resolve_limiter(
     if isinstance(rate_limit, RateLimit):
         return AdaptiveLimiter(rate_limit, clock)
     if isinstance(rate_limit, Limiter):
+        rate_limit.bind(clock)
         return rate_limit
     raise ConfigurationError(
         "rate_limit must be a RateLimit, a Limiter, a rate or None"

@@ -1,7 +1,8 @@
 """Client-side rate limiting: one adaptive limiter shared by every call of a client.
 
-Every attempt first ``acquire``s the limiter and ``release``s it with what
-the answer said (`Feedback`). The limiter (`AdaptiveLimiter`) is a GCRA
+Every attempt first ``acquire``s a `Permit` from the limiter — waiting at
+most until the call's deadline — and ``release``s the permit with what the
+answer said (`Feedback`). The limiter (`AdaptiveLimiter`) is a GCRA
 (a token bucket in "theoretical arrival time" form) whose rate it adjusts:
 
 * **Unknown limit.** Before the first 429 it limits only the requests in
@@ -29,25 +30,14 @@ Time comes from the client's `Clock`, so all of this is tested with a fake one.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
 
-import attrs
-
-from ._clock import Clock
-from ._errors import ConfigurationError
+from ._clock import Clock, SystemClock
+from ._errors import DeadlineExceededError
+from ._limits import Feedback, Permit, RateLimit, RateLimitHeaders, bind_clock
+from ._waiters import WaitQueue
 
 
-__all__ = [
-    "AdaptiveLimiter",
-    "Feedback",
-    "Limiter",
-    "RateLimit",
-    "RateLimitHeaders",
-    "parse_rate_limit_headers",
-]
+__all__ = ["AdaptiveLimiter"]
 
 # Shortest time between two "bucket empty" moments used to measure the
 # server's rate: shorter baselines are too noisy (one token is a big share).
@@ -78,121 +68,24 @@ _WINDOW_GROWTH = 0.5
 _MAX_WINDOW = 512
 
 
-def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and value > 0):
-        raise ConfigurationError(f"RateLimit.{attribute.name} must be > 0 or None")
+class _Permit:
+    """The permit of `AdaptiveLimiter`: releasing it gives the slot back."""
 
+    __slots__ = ("_limiter", "_released", "waited")
 
-def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"RateLimit.{attribute.name} must be an int >= 1")
-
-
-@attrs.frozen(kw_only=True)
-class RateLimit:
-    """How a client paces its requests.
-
-    Attributes:
-        rate: Requests per second to start from; None to discover the
-            server's limit from its answers.
-        burst: Requests allowed at once on top of the rate.
-        adaptive: Adjust the rate to 429s and rate-limit headers. With
-            ``adaptive=False`` the rate is fixed (a 429 still pauses senders).
-        initial_window: While the limit is unknown, requests in flight at first.
-        initial_rate: The rate tried after a first 429 when the limit is
-            unknown; it then grows until measured.
-        max_pause: Longest pause a server may impose through ``Retry-After``
-            or ``X-Rate-Limit-Reset``, in seconds.
-    """
-
-    rate: float | None = attrs.field(default=None, validator=_positive_or_none)
-    burst: int = attrs.field(default=1, validator=_at_least_one)
-    adaptive: bool = True
-    initial_window: int = attrs.field(default=2, validator=_at_least_one)
-    initial_rate: float = attrs.field(default=50.0, validator=_positive_or_none)
-    max_pause: float = attrs.field(default=30.0, validator=_positive_or_none)
-
-    def __attrs_post_init__(self) -> None:
-        if not self.adaptive and self.rate is None:
-            raise ConfigurationError("a fixed (adaptive=False) RateLimit needs a rate")
-
-
-@attrs.frozen
-class RateLimitHeaders:
-    """Yii2's rate-limit headers: bucket size, requests left, seconds to full."""
-
-    limit: int | None
-    remaining: int | None
-    reset: float | None
-
-
-def _header_int(headers: Mapping[str, str], name: str) -> int | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-def parse_rate_limit_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
-    """Read ``X-Rate-Limit-Limit/Remaining/Reset``; None when absent or garbled."""
-    if "x-rate-limit-remaining" not in headers and "x-rate-limit-limit" not in headers:
-        return None
-    parsed = RateLimitHeaders(
-        _header_int(headers, "x-rate-limit-limit"),
-        _header_int(headers, "x-rate-limit-remaining"),
-        _header_int(headers, "x-rate-limit-reset"),
-    )
-    if parsed.limit is None and parsed.remaining is None:
-        return None
-    return parsed
-
-
-@attrs.frozen
-class Feedback:
-    """What one attempt's answer tells the limiter.
-
-    Attributes:
-        sent_at: Clock time the request was sent.
-        received_at: Clock time the answer (or failure) came.
-        status: HTTP status, or None if no answer came.
-        rate_limited: Whether the answer was a 429 (or its body with HTTP 200).
-        retry_after: Seconds the server asked to wait, if it said.
-        headers: Rate-limit headers, if the answer had them.
-    """
-
-    sent_at: float
-    received_at: float
-    status: int | None
-    rate_limited: bool = False
-    retry_after: float | None = None
-    headers: RateLimitHeaders | None = None
-
-
-@runtime_checkable
-class Limiter(Protocol):
-    """What `AsyncViberClient` needs from a rate limiter.
-
-    Implement it to share a limit between processes (see the Redis limiter).
-    ``acquire`` and ``release`` are always paired, one pair per attempt.
-    """
-
-    async def acquire(self) -> float:
-        """Wait until a request may be sent; return the seconds waited.
-
-        The clock time at the start of the call plus the returned wait is
-        taken as the time the request was sent.
-        """
+    def __init__(self, limiter: AdaptiveLimiter, waited: float) -> None:
+        self._limiter = limiter
+        self._released = False
+        self.waited = waited
 
     def release(self, feedback: Feedback) -> None:
-        """Report the outcome of the request allowed by the last ``acquire``."""
+        if not self._released:
+            self._released = True
+            self._limiter._release(feedback)
 
-    @property
-    def current_rate(self) -> float | None:
-        """Requests per second allowed now; None while not limited by rate."""
+
+def _late() -> DeadlineExceededError:
+    return DeadlineExceededError("the rate limiter")
 
 
 class AdaptiveLimiter:
@@ -200,16 +93,20 @@ class AdaptiveLimiter:
 
     Callers that cannot go at once queue in FIFO order; one dispatcher task
     (alive only while someone waits) grants them slots as time allows, so a
-    new rate or a pause takes effect at the next slot.
+    new rate or a pause takes effect at the next slot. A caller whose
+    deadline comes before its slot could is refused at once
+    (`DeadlineExceededError`).
 
     Args:
         config: The `RateLimit` settings.
-        clock: Where time is read and waits happen.
+        clock: Where time is read and waits happen; by default the clock of
+            the client it is given to.
     """
 
-    def __init__(self, config: RateLimit, clock: Clock) -> None:
+    def __init__(self, config: RateLimit, clock: Clock | None = None) -> None:
         self._config = config
-        self._clock = clock
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock_given = clock is not None
         self._rate: float | None = config.rate
         self._burst = config.burst
         self._tat = 0.0  # GCRA: theoretical arrival time of the next request
@@ -219,7 +116,7 @@ class AdaptiveLimiter:
         self._window: float | None = (
             config.initial_window if config.rate is None else None
         )
-        self._queue: collections.deque[asyncio.Future[float]] = collections.deque()
+        self._queue: WaitQueue[float] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._released = asyncio.Event()
         # Feedback for requests sent no later than this is stale.
@@ -234,11 +131,18 @@ class AdaptiveLimiter:
         self._header_point: tuple[float, int, int] | None = None
         self._estimate: float | None = None
         self._ramping = False
-        self._last_change = clock.monotonic()
+        self._last_change = self._clock.monotonic()
         self._last_refusal = self._last_change
         self._last_wait = -1.0
         self._rtt: float | None = None
         self.pauses = 0
+
+    def bind(self, clock: Clock) -> None:
+        """Use the client's *clock* (see `Limiter.bind`)."""
+        if bind_clock(self._clock, self._clock_given, clock, "AdaptiveLimiter"):
+            self._clock = clock
+            self._clock_given = True
+            self._last_change = self._last_refusal = clock.monotonic()
 
     def __repr__(self) -> str:
         return f"<AdaptiveLimiter rate={self._rate!r} estimate={self._estimate!r}>"
@@ -260,15 +164,20 @@ class AdaptiveLimiter:
 
     # -- granting slots --------------------------------------------------------
 
-    async def acquire(self) -> float:
-        """Wait for a slot; return the seconds waited until it was granted."""
+    async def acquire(self, deadline: float | None = None) -> Permit:
+        """Wait for a slot, but not past *deadline*; return its permit.
+
+        Raises:
+            DeadlineExceededError: No slot before *deadline*.
+        """
         now = self._clock.monotonic()
         if not self._queue and self._delay(now) <= 0:
             self._grant(now)
-            return 0.0
+            return _Permit(self, 0.0)
+        if deadline is not None and deadline < now:
+            raise _late()
         self._last_wait = now
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._queue.append(future)
+        future = self._queue.add(deadline)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:
@@ -283,7 +192,7 @@ class AdaptiveLimiter:
             raise
         # The grant time, not the time this task resumed: feedback is judged
         # stale or fresh by when the limiter let the request go.
-        return granted_at - now
+        return _Permit(self, granted_at - now)
 
     def _delay(self, now: float) -> float:
         """Seconds until the next caller may go (inf: wait for a release)."""
@@ -311,31 +220,47 @@ class AdaptiveLimiter:
     async def _dispatch(self) -> None:
         clock = self._clock
         queue = self._queue
-        while queue:
-            if queue[0].done():  # its caller was cancelled
-                queue.popleft()
-                continue
+        while queue.peek() is not None:
             now = clock.monotonic()
             self._last_wait = now
             delay = self._delay(now)
             if delay == float("inf"):
-                self._released.clear()
-                await self._released.wait()
+                await self._wait_for_release(now)
             elif delay > 0:
-                await clock.sleep(delay)
+                # Whoever cannot have a slot before its deadline is refused
+                # now, not let through late.
+                queue.expire(now + delay, _late)
+                if queue.peek() is not None:
+                    await clock.sleep(delay)
             else:
                 self._grant(now)
-                queue.popleft().set_result(now)
+                if not queue.grant(now):  # pragma: no cover - peeked just now
+                    self._in_flight -= 1
+
+    async def _wait_for_release(self, now: float) -> None:
+        """Wait for a request to end (slow start), or for a waiter's deadline."""
+        self._released.clear()
+        earliest = self._queue.earliest_deadline()
+        if earliest is None:
+            await self._released.wait()
+            return
+        # The event loop's timer, not the clock's sleep: this races a real
+        # event (an answer), which a fake clock's instant sleep would lose.
+        try:
+            await asyncio.wait_for(self._released.wait(), max(0.0, earliest - now))
+        except asyncio.TimeoutError:
+            # The earliest deadline came before any request ended: no slot
+            # can reach that waiter in time.
+            self._queue.expire(self._clock.monotonic() + 1e-9, _late)
 
     def _forget(self, future: asyncio.Future[float]) -> None:
-        with contextlib.suppress(ValueError):
-            self._queue.remove(future)
+        self._queue.discard(future)
         if not self._queue and self._dispatcher is not None:
             self._dispatcher.cancel()
             self._dispatcher = None
 
-    def release(self, feedback: Feedback) -> None:
-        """Account for an answer, and adapt to it."""
+    def _release(self, feedback: Feedback) -> None:
+        """Account for an answer, and adapt to it (through the permit)."""
         self._in_flight -= 1
         self._released.set()
         if feedback.status is not None:

@@ -24,15 +24,10 @@ import attrs
 import tenacity as _t
 
 from ._clock import Clock
-from ._errors import (
-    APIConnectionError,
-    ConfigurationError,
-    OutcomeUnknownError,
-    RateLimitError,
-    ServerError,
-    ViberError,
-)
+from ._context import worker
+from ._errors import ConfigurationError, RateLimitError, ViberError
 from ._metrics import Tally
+from ._outcomes import should_retry
 
 
 __all__ = [
@@ -43,7 +38,14 @@ __all__ = [
     "backoff_delay",
     "retry_delay",
     "should_retry",
+    "write_by",
 ]
+
+# A request is written only if this share of the call's deadline (at most
+# _MAX_ANSWER_RESERVE seconds) is left for its answer: one sent with
+# milliseconds to go would almost surely end as an unknown outcome.
+_ANSWER_RESERVE = 0.2
+_MAX_ANSWER_RESERVE = 1.0
 
 logger = logging.getLogger("decisiontelecom_viber")
 
@@ -89,8 +91,12 @@ class RetryPolicy:
     the server says how long to wait (``Retry-After``, ``X-Rate-Limit-Reset``)
     that wait is used instead, capped at *max_retry_after* and lengthened by
     up to ``wait_jitter`` so that concurrent senders do not return together.
-    No retry starts if it would end after the *timeout* deadline, and each
-    attempt's connect and read timeouts are cut to the time left.
+    The *timeout* bounds the whole call: waits for the rate limiter, 429
+    pauses and backoff count against it. A request is written only while a
+    fifth of the timeout (at most 1 s) is left for its answer; past that the
+    call raises `DeadlineExceededError` (nothing was sent). Once written, an
+    attempt's timeouts are cut to the time left, and an answer still missing
+    at the deadline is an `OutcomeUnknownError`.
 
     Attributes:
         attempts: Attempts in total, the first included (1 = no retries).
@@ -147,21 +153,6 @@ class RetryHook(Protocol):
         """Observe one retry. Exceptions raised here are logged and ignored."""
 
 
-def should_retry(
-    error: BaseException, *, idempotent: bool, retry_unknown_outcome: bool
-) -> bool:
-    """Decide whether a failed attempt may be retried.
-
-    Args:
-        error: The exception the attempt raised.
-        idempotent: Whether repeating the request is harmless (status lookups).
-        retry_unknown_outcome: The policy's opt-in for ambiguous sends.
-    """
-    if isinstance(error, OutcomeUnknownError):
-        return idempotent or retry_unknown_outcome
-    return isinstance(error, (RateLimitError, ServerError, APIConnectionError))
-
-
 def backoff_delay(retry_number: int, policy: RetryPolicy, rand: float) -> float:
     """Exponential backoff before the *retry_number*-th retry (1-based).
 
@@ -193,6 +184,13 @@ def retry_delay(
         if paced:
             return 0.0
     return backoff_delay(retry_number, policy, rand)
+
+
+def write_by(policy: RetryPolicy, deadline: float | None) -> float | None:
+    """The last moment an attempt's request may be written, for a call *deadline*."""
+    if deadline is None or policy.timeout is None:
+        return deadline
+    return deadline - min(_MAX_ANSWER_RESERVE, policy.timeout * _ANSWER_RESERVE)
 
 
 class Retrier:
@@ -238,19 +236,22 @@ class Retrier:
         """The policy in force."""
         return self._policy
 
+    def write_by(self, deadline: float | None) -> float | None:
+        """The last moment a request of a call with *deadline* may be written."""
+        return write_by(self._policy, deadline)
+
     async def call(
         self,
         operation: Callable[[float | None], Awaitable[T]],
         *,
         name: str,
         idempotent: bool,
-        tally: Tally | None = None,
     ) -> T:
         """Run ``operation(deadline)`` until it succeeds or may not be retried.
 
         *deadline* is a `Clock.monotonic` time (or None) by which the whole
         call should be over; operations cut their own timeouts to it. Retries
-        are counted in *tally* (and in the retrier's own tally).
+        are counted in the retrier's tally and the bulk worker's (`_context`).
         """
         policy = self._policy
         start = self._clock.monotonic()
@@ -266,7 +267,7 @@ class Retrier:
                 raise
             first_error = error
         return await self._call_with_tenacity(
-            operation, first_error, start, deadline, name, idempotent, tally
+            operation, first_error, start, deadline, name, idempotent
         )
 
     async def _call_with_tenacity(
@@ -277,7 +278,6 @@ class Retrier:
         deadline: float | None,
         name: str,
         idempotent: bool,
-        tally: Tally | None,
     ) -> T:
         policy = self._policy
         clock = self._clock
@@ -306,12 +306,15 @@ class Retrier:
                 paced=self._paced,
             )
 
+        last_write = write_by(policy, deadline)
+
         def stop(state: _t.RetryCallState) -> bool:
             if state.attempt_number >= self._attempts:
                 return True
+            # No retry that could not be written before the deadline.
             return (
-                deadline is not None
-                and clock.monotonic() + state.upcoming_sleep > deadline
+                last_write is not None
+                and clock.monotonic() + state.upcoming_sleep > last_write
             )
 
         def before_sleep(state: _t.RetryCallState) -> None:
@@ -323,7 +326,8 @@ class Retrier:
                 elapsed=clock.monotonic() - start,
             )
             _log_retry(details, self._attempts)
-            for counter in (self._tally, tally):
+            context = worker.get()
+            for counter in (self._tally, context.tally if context else None):
                 if counter is not None:
                     counter.retries += 1
             for hook in self._hooks:

@@ -8,6 +8,14 @@ the SDK builds the transport itself it calls it directly, skipping the
 cookies, event hooks); a user's own `httpx.AsyncClient` is used through its
 public ``send``.
 
+Each exchange translates failures itself, at one boundary: a foreign
+exception becomes an `APIConnectionError` (provably never sent) or an
+`OutcomeUnknownError`, raised *without* the foreign exception chained and
+outside its ``except`` block. aiohttp's exceptions carry the request headers,
+``Authorization`` included, and their frames hold them as locals; the SDK's
+error keeps only a sanitized description and the foreign class name
+(``cause_type``).
+
 httpx-aiohttp maps *every* aiohttp connection error, including a server
 disconnect after the request was written, to ``httpx.ConnectError`` or
 ``httpx.ConnectTimeout``. Whether a request "never reached the API" is
@@ -18,6 +26,7 @@ otherwise from the httpx class (`never_sent`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +49,10 @@ __all__ = [
     "translate_error",
 ]
 
+logger = logging.getLogger("decisiontelecom_viber")
+
+Answer = tuple[int, httpx.Headers, bytes]
+
 # Errors of the exchange that the boundary translates. Anything else (a bug,
 # cancellation) propagates untouched.
 TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
@@ -51,11 +64,13 @@ TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Exchange(Protocol):
-    """Sends one request and returns (status, headers, body)."""
+    """Sends one request and returns (status, headers, body).
 
-    async def __call__(
-        self, request: httpx.Request
-    ) -> tuple[int, httpx.Headers, bytes]:
+    Every failure is raised as a `ViberError` (`translate_error`), never as
+    a foreign exception; cancellation propagates untouched.
+    """
+
+    async def __call__(self, request: httpx.Request) -> Answer:
         """Send *request* and read the whole answer."""
 
     async def aclose(self) -> None:
@@ -70,16 +85,29 @@ class TransportExchange:
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
         self._transport = transport
 
-    async def __call__(
-        self, request: httpx.Request
-    ) -> tuple[int, httpx.Headers, bytes]:
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The transport (tests inspect its TLS settings)."""
+        return self._transport
+
+    async def __call__(self, request: httpx.Request) -> Answer:
         """Send *request* and read the whole answer."""
-        response = await self._transport.handle_async_request(request)
         try:
-            body = await response.aread()
-        finally:
-            await response.aclose()
-        return response.status_code, response.headers, body
+            response = await self._transport.handle_async_request(request)
+            try:
+                body = await response.aread()
+            finally:
+                await response.aclose()
+        except TRANSLATED_ERRORS as error:
+            failure = translate_error(error, request)
+        except Exception as error:  # noqa: BLE001 - a bug below us proves nothing
+            failure = _unexpected(error)
+        else:
+            return response.status_code, response.headers, body
+        # Raised here, outside the except block: no foreign exception in its
+        # __context__, and none of aiohttp's frames (their locals hold the
+        # request headers) in its traceback.
+        raise failure from None
 
     async def aclose(self) -> None:
         """Close the transport and its connections."""
@@ -94,15 +122,43 @@ class ClientExchange:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    async def __call__(
-        self, request: httpx.Request
-    ) -> tuple[int, httpx.Headers, bytes]:
+    async def __call__(self, request: httpx.Request) -> Answer:
         """Send *request* with ``client.send`` and return the answer."""
-        response = await self._client.send(request)
-        return response.status_code, response.headers, response.content
+        try:
+            response = await self._client.send(request)
+        except httpx.HTTPStatusError as error:
+            # A response hook called raise_for_status(): the answer came all
+            # the same, and it, not the hook, says what became of the request.
+            return _answer_of(error.response)
+        except TRANSLATED_ERRORS as error:
+            failure = translate_error(error, request)
+        except Exception as error:  # noqa: BLE001 - a hook's error proves nothing
+            failure = _unexpected(error)
+        else:
+            return response.status_code, response.headers, response.content
+        raise failure from None
 
     async def aclose(self) -> None:
         """Do nothing: the user owns the client."""
+
+
+def _answer_of(response: httpx.Response) -> Answer:
+    try:
+        body = response.content
+    except httpx.ResponseNotRead:
+        body = b""  # the hook raised before the body was read
+    return response.status_code, response.headers, body
+
+
+def _unexpected(error: Exception) -> ViberError:
+    # Not an error of the HTTP stack we know: the request may or may not
+    # have been written, so the outcome is unknown. Its traceback is logged
+    # (without locals); the exception is not chained.
+    name = type(error).__name__
+    logger.warning("unexpected %s while sending a request", name, exc_info=error)
+    failure = OutcomeUnknownError(f"unexpected {name} while sending the request")
+    failure.cause_type = name
+    return failure
 
 
 def environment_proxy(url: httpx.URL) -> str | None:
@@ -195,17 +251,46 @@ def _describe(error: BaseException) -> str:
         (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout, httpx.PoolTimeout),
     ):
         return "connect timeout"
-    try:
-        text = str(cause).strip()
-    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error
-        text = ""
+    if isinstance(cause, aiohttp.ClientResponseError):
+        # Its str() includes the URL; its repr, the request headers.
+        text = str(cause.message)
+    else:
+        try:
+            text = str(cause).strip()
+        except Exception:  # noqa: BLE001 - a broken __str__ must not hide the error
+            text = ""
     name = type(cause).__name__
     return f"{name}: {text}" if text else name
 
 
-def translate_error(error: BaseException, *, host: str) -> ViberError:
-    """Turn an exchange error into `APIConnectionError` or `OutcomeUnknownError`."""
-    description = _describe(error)
+def _redact(text: str, request: httpx.Request | None) -> str:
+    """Remove the credentials of *request* from *text*, should they be in it."""
+    if request is None:
+        return text
+    authorization = request.headers.get("authorization")
+    if authorization:
+        for secret in (authorization, authorization.partition(" ")[2]):
+            if secret:
+                text = text.replace(secret, "[secret]")
+    return text
+
+
+def translate_error(
+    error: BaseException, request: httpx.Request | None = None, *, host: str = ""
+) -> ViberError:
+    """Turn an exchange error into `APIConnectionError` or `OutcomeUnknownError`.
+
+    The result does not chain *error* (see the module docstring); it names
+    its class in ``cause_type``.
+    """
+    description = _redact(_describe(error), request)
+    cause = _aiohttp_cause(error) or error
     if never_sent(error):
-        return APIConnectionError(f"could not reach {host}: {description}")
-    return OutcomeUnknownError(description)
+        host = host or (request.url.host if request is not None else "the API")
+        failure: ViberError = APIConnectionError(
+            f"could not reach {host}: {description}"
+        )
+    else:
+        failure = OutcomeUnknownError(description)
+    failure.cause_type = type(cause).__name__
+    return failure

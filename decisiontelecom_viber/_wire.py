@@ -7,8 +7,10 @@ Pure functions, no I/O. The rules follow what is known of the API
   ``message``, ``code`` and ``status`` and no ``message_id``, whatever the
   HTTP status: the vendor SDKs expect errors with HTTP 200, and the server
   (a Yii2 application) may as well send the matching 4xx/5xx.
-* A non-2xx answer whose body is not such an object (a proxy's HTML page, an
-  empty body) is classified by its HTTP status.
+* Which error an answer is follows one table (`error_class`): refusals
+  (400/401/402/403/429), failures that processed nothing (500/502/503), and
+  everything that may have been processed (any other 5xx, and any status
+  the SDK does not know that carries no API error body).
 * A 2xx answer that is neither an error nor the documented success body is an
   `UnexpectedResponseError`: the request may have been processed.
 * Parsing is tolerant: extra keys, IDs as numeric strings, unknown status
@@ -27,6 +29,7 @@ from typing import Any
 from ._constants import MAX_ERROR_BODY_CHARS
 from ._enums import MessageStatus, SmsStatus
 from ._errors import (
+    AmbiguousServerError,
     APIError,
     AuthenticationError,
     GatewayTimeoutError,
@@ -44,6 +47,7 @@ __all__ = [
     "decode_status_response",
     "encode_json",
     "encode_message",
+    "error_class",
     "error_from_response",
     "retry_after_from_headers",
 ]
@@ -157,27 +161,66 @@ def _parse_seconds(raw: str) -> float | None:
     return seconds
 
 
-def _error_class(effective_status: int, code: int | None) -> type[APIError]:
-    by_status: dict[int, type[APIError]] = {
-        400: InvalidParameterError,
-        401: AuthenticationError,
-        402: InsufficientBalanceError,
-        403: AuthenticationError,
-        429: RateLimitError,
-        504: GatewayTimeoutError,
-    }
-    cls = by_status.get(effective_status)
-    if cls is not None:
-        return cls
-    if effective_status >= 500:
-        return ServerError
-    by_code: dict[int, type[APIError]] = {
-        0: RateLimitError,
-        1: InvalidParameterError,
-        2: ServerError,
-        3: InsufficientBalanceError,
-    }
-    return by_code.get(code, APIError) if code is not None else APIError
+# Statuses the API's own errors use, each refused for a known reason.
+_BY_STATUS: dict[int, type[APIError]] = {
+    400: InvalidParameterError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    403: AuthenticationError,
+    429: RateLimitError,
+    # The API's own failures (Yii2 answers an unhandled error with 500 and
+    # its error body) and a gateway that could not reach it: not processed.
+    500: ServerError,
+    502: ServerError,
+    503: ServerError,
+}
+# A gateway's "the origin did not answer in time": 504, Cloudflare's 524,
+# and the 598/599 network timeouts some proxies use.
+_GATEWAY_TIMEOUTS = frozenset({504, 524, 598, 599})
+_BY_CODE: dict[int, type[APIError]] = {
+    0: RateLimitError,
+    1: InvalidParameterError,
+    2: ServerError,
+    3: InsufficientBalanceError,
+}
+
+
+def error_class(
+    status: int, code: int | None, *, api_error: bool
+) -> type[APIError] | type[UnexpectedResponseError]:
+    """The error an answer is, by its status and whether it is an API error.
+
+    This is the HTTP side of the outcome rule (`_outcomes`):
+
+    * 400/401/402/403 and 429 are refusals, 500/502/503 failures that did
+      not process the request, whatever the body says.
+    * Any other 5xx (504, Cloudflare's 520-527, 598...) may have been
+      processed: `AmbiguousServerError` (`GatewayTimeoutError` for the
+      timeouts).
+    * Any other status is the API's own refusal only with a full API error
+      body; without one (a redirect, a proxy's 404 page) nobody can say what
+      happened: `UnexpectedResponseError`.
+    * A 2xx answer carrying an API error body is classified by its ``code``.
+
+    Args:
+        status: The ``status`` of an API error body when it is an HTTP
+            error status, else the HTTP status.
+        code: The ``code`` of an API error body, if any.
+        api_error: Whether the body is a full API error object (``name``,
+            ``message``, ``code`` and ``status``).
+    """
+    known = _BY_STATUS.get(status)
+    if known is not None:
+        return known
+    if status >= 500:
+        return (
+            GatewayTimeoutError if status in _GATEWAY_TIMEOUTS else AmbiguousServerError
+        )
+    if not api_error:
+        return UnexpectedResponseError
+    if 200 <= status < 300 and code is not None:
+        return _BY_CODE.get(code, APIError)
+    return APIError
 
 
 def _error_body(payload: Any, http_status: int) -> dict[str, Any] | None:
@@ -200,7 +243,7 @@ def error_from_response(
     *,
     now: float,
     payload: Any = None,
-) -> APIError | None:
+) -> APIError | UnexpectedResponseError | None:
     """Return the API error this answer carries, or None if it is not one.
 
     Every non-2xx answer is an error. *payload* is the parsed body when the
@@ -228,7 +271,7 @@ def _api_error(
     error_body: dict[str, Any] | None,
     *,
     now: float,
-) -> APIError:
+) -> APIError | UnexpectedResponseError:
     if error_body is not None:
         name = str(error_body.get("name") or _REASONS.get(http_status, "Error"))
         message = str(error_body.get("message") or "")
@@ -239,13 +282,24 @@ def _api_error(
         message = "the response body is not an API error object"
         code = None
         status = None
-    effective = status if status is not None and 400 <= status <= 599 else http_status
-    cls = _error_class(effective, code)
+    full = error_body is not None and error_body.keys() >= _ERROR_KEYS
+    effective = (
+        status if full and status is not None and 400 <= status <= 599 else http_status
+    )
+    found = error_class(effective, code, api_error=full)
+    text = _body_text(body)
+    if not issubclass(found, APIError):
+        return UnexpectedResponseError(
+            f"HTTP {http_status} without an API error body",
+            http_status=http_status,
+            body=text,
+        )
+    cls: type[APIError] = found
     common: dict[str, Any] = {
         "code": code,
         "status": status,
         "http_status": http_status,
-        "body": _body_text(body),
+        "body": text,
         "headers": headers,
     }
     if cls is RateLimitError:
@@ -265,7 +319,7 @@ def _api_error(
 
 def _non_2xx_error(
     http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
-) -> APIError:
+) -> APIError | UnexpectedResponseError:
     error_body = _error_body(_loads_or_none(body), http_status)
     return _api_error(http_status, headers, body, error_body, now=now)
 

@@ -253,25 +253,32 @@ class TestLimiterWiring:
     async def test_custom_limiter(
         self, api: respx.MockRouter, make_client: MakeClient
     ) -> None:
-        """Any object with acquire/release/current_rate is used, once per attempt."""
+        """Any `Limiter` is bound to the client's clock and used once per attempt."""
         calls: list[str] = []
 
-        class Recording:
-            current_rate = 3.0
-
-            async def acquire(self) -> float:
-                calls.append("acquire")
-                return 0.0
+        class Permit:
+            waited = 0.0
 
             def release(self, feedback: Feedback) -> None:
                 calls.append(f"release {feedback.status}")
+
+        class Recording:
+            current_rate = 3.0
+            estimated_limit = None
+
+            def bind(self, clock: object) -> None:
+                calls.append("bind")
+
+            async def acquire(self, deadline: float | None = None) -> Permit:
+                calls.append(f"acquire {deadline is not None}")
+                return Permit()
 
         client = make_client(rate_limit=Recording())
         api.post("/send-viber").mock(json_response(200, {"message_id": 1}))
 
         await client.send_message(message(1))
 
-        assert ["acquire", "release 200"] == calls
+        assert ["bind", "acquire True", "release 200"] == calls
         assert 3.0 == client.current_rate
 
     @pytest.mark.parametrize("bad", [True, "fast", object()])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,36 @@ from decisiontelecom_viber import (
     AsyncViberClient,
     ConfigurationError,
     Feedback,
+    Permit,
     RateLimit,
     RateLimitHeaders,
     ViberMessage,
 )
-from decisiontelecom_viber._ratelimit import parse_rate_limit_headers
+from decisiontelecom_viber._limits import parse_rate_limit_headers
 
 from .helpers import FakeClock
 from .simulation import BucketServer, LoopClock, run_virtual
+
+
+class HeldLimiter(AdaptiveLimiter):
+    """An AdaptiveLimiter whose permits are kept and released oldest first.
+
+    The pieces below exercise the algorithm, not the permit bookkeeping:
+    ``acquire`` returns the seconds waited, ``release`` releases the oldest
+    permit held.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held: collections.deque[Permit] = collections.deque()
+
+    async def acquire(self, deadline: float | None = None) -> float:  # type: ignore[override]
+        permit = await super().acquire(deadline)
+        self.held.append(permit)
+        return permit.waited
+
+    def release(self, feedback: Feedback) -> None:
+        self.held.popleft().release(feedback)
 
 
 def ok(sent: float, received: float | None = None, **kwargs: Any) -> Feedback:
@@ -81,7 +104,7 @@ class TestConfig:
 
 
 async def grant_times(
-    limiter: AdaptiveLimiter, clock: FakeClock, count: int
+    limiter: HeldLimiter, clock: FakeClock, count: int
 ) -> list[float]:
     times = []
     for _ in range(count):
@@ -95,19 +118,19 @@ async def grant_times(
 class TestPacing:
     async def test_fixed_rate(self, clock: FakeClock) -> None:
         """A fixed 10/s rate lets one request go every 0.1 s."""
-        limiter = AdaptiveLimiter(RateLimit(rate=10, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=10, adaptive=False), clock)
 
         assert [0.0, 0.1, 0.2, 0.3, 0.4] == await grant_times(limiter, clock, 5)
 
     async def test_burst(self, clock: FakeClock) -> None:
         """burst=3 lets three go at once, then the rate applies."""
-        limiter = AdaptiveLimiter(RateLimit(rate=10, burst=3, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=10, burst=3, adaptive=False), clock)
 
         assert [0.0, 0.0, 0.0, 0.1, 0.2] == await grant_times(limiter, clock, 5)
 
     async def test_concurrent_callers_queue_in_order(self, clock: FakeClock) -> None:
         """Many waiting callers are granted one slot each, in arrival order."""
-        limiter = AdaptiveLimiter(RateLimit(rate=100, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=100, adaptive=False), clock)
         order: list[int] = []
 
         async def caller(n: int) -> None:
@@ -121,7 +144,7 @@ class TestPacing:
 
     async def test_429_pauses_everyone_for_retry_after(self, clock: FakeClock) -> None:
         """A refusal with Retry-After pauses every caller until then."""
-        limiter = AdaptiveLimiter(RateLimit(rate=100, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=100, adaptive=False), clock)
         await limiter.acquire()
         limiter.release(refused(clock.now, retry_after=2.0))
 
@@ -132,7 +155,7 @@ class TestPacing:
 
     async def test_reset_header_sets_the_pause(self, clock: FakeClock) -> None:
         """Without Retry-After, X-Rate-Limit-Reset gives the pause."""
-        limiter = AdaptiveLimiter(RateLimit(rate=100, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=100, adaptive=False), clock)
         await limiter.acquire()
         limiter.release(refused(clock.now, headers=RateLimitHeaders(10, 0, 3)))
 
@@ -140,7 +163,7 @@ class TestPacing:
 
     async def test_server_pause_is_capped(self, clock: FakeClock) -> None:
         """A huge Retry-After is capped at max_pause."""
-        limiter = AdaptiveLimiter(
+        limiter = HeldLimiter(
             RateLimit(rate=100, adaptive=False, max_pause=5), clock
         )
         await limiter.acquire()
@@ -152,7 +175,7 @@ class TestPacing:
         self, clock: FakeClock
     ) -> None:
         """Cancelling a queued caller removes it; the dispatcher task ends."""
-        limiter = AdaptiveLimiter(RateLimit(rate=1, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=1, adaptive=False), clock)
         await limiter.acquire()
         before = asyncio.all_tasks()
         waiter = asyncio.create_task(limiter.acquire())
@@ -169,7 +192,7 @@ class TestPacing:
 class TestSlowStart:
     async def test_window_limits_requests_in_flight(self, clock: FakeClock) -> None:
         """With no known limit, only initial_window requests go before answers."""
-        limiter = AdaptiveLimiter(RateLimit(initial_window=2), clock)
+        limiter = HeldLimiter(RateLimit(initial_window=2), clock)
         await limiter.acquire()
         await limiter.acquire()
         third = asyncio.create_task(limiter.acquire())
@@ -185,7 +208,7 @@ class TestSlowStart:
         self, clock: FakeClock
     ) -> None:
         """Every answer widens the window by half; past 512 there is no limit."""
-        limiter = AdaptiveLimiter(RateLimit(initial_window=2), clock)
+        limiter = HeldLimiter(RateLimit(initial_window=2), clock)
         for _ in range(1_100):
             await limiter.acquire()
             limiter.release(ok(clock.now))
@@ -195,7 +218,7 @@ class TestSlowStart:
 
     async def test_first_refusal_starts_pacing(self, clock: FakeClock) -> None:
         """The first 429 switches to a rate (initial_rate) and pauses senders."""
-        limiter = AdaptiveLimiter(RateLimit(initial_rate=40), clock)
+        limiter = HeldLimiter(RateLimit(initial_rate=40), clock)
         sent = clock.now
         await limiter.acquire()
         limiter.release(refused(sent))
@@ -207,7 +230,7 @@ class TestSlowStart:
         self, clock: FakeClock
     ) -> None:
         """429s for requests sent before a change are not news."""
-        limiter = AdaptiveLimiter(RateLimit(initial_rate=40, initial_window=4), clock)
+        limiter = HeldLimiter(RateLimit(initial_rate=40, initial_window=4), clock)
         sent = clock.now
         for _ in range(3):
             await limiter.acquire()
@@ -223,7 +246,7 @@ class TestAdaptation:
         self, clock: FakeClock
     ) -> None:
         """Accepted requests between two 429s, over the time between: the limit."""
-        limiter = AdaptiveLimiter(RateLimit(rate=1000, burst=1000), clock)
+        limiter = HeldLimiter(RateLimit(rate=1000, burst=1000), clock)
         await limiter.acquire()
         limiter.release(refused(1000.0, 1000.0))
         for n in range(60):
@@ -238,7 +261,7 @@ class TestAdaptation:
 
     async def test_rate_measured_from_remaining(self, clock: FakeClock) -> None:
         """Remaining went 10 -> 6 while 24 were accepted in 0.2 s: 100/s."""
-        limiter = AdaptiveLimiter(RateLimit(rate=500), clock)
+        limiter = HeldLimiter(RateLimit(rate=500), clock)
         await limiter.acquire()
         limiter.release(ok(1000.0, 1000.0, headers=RateLimitHeaders(50, 10, 0)))
         for n in range(23):
@@ -254,7 +277,7 @@ class TestAdaptation:
         self, clock: FakeClock
     ) -> None:
         """Remaining 0 with a known rate: wait for a token instead of a 429."""
-        limiter = AdaptiveLimiter(RateLimit(rate=10, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=10, adaptive=False), clock)
         await limiter.acquire()
         limiter.release(ok(clock.now, clock.now, headers=RateLimitHeaders(5, 0, 1)))
 
@@ -267,7 +290,7 @@ class TestAdaptation:
         self, clock: FakeClock
     ) -> None:
         """Without refusals, while callers wait, the rate climbs."""
-        limiter = AdaptiveLimiter(RateLimit(rate=50), clock)
+        limiter = HeldLimiter(RateLimit(rate=50), clock)
 
         async def caller() -> None:
             for _ in range(100):
@@ -282,7 +305,7 @@ class TestAdaptation:
 
     async def test_fixed_rate_never_changes(self, clock: FakeClock) -> None:
         """adaptive=False keeps the configured rate whatever happens."""
-        limiter = AdaptiveLimiter(RateLimit(rate=50, adaptive=False), clock)
+        limiter = HeldLimiter(RateLimit(rate=50, adaptive=False), clock)
         await limiter.acquire()
         limiter.release(refused(clock.now))
 

@@ -346,9 +346,9 @@ class TestRedisLimiter:
             RedisLimiter(redis_client, limit, key=KEY) as other,
         ):
             await other.acquire()
-            await seeing.acquire()
+            permit = await seeing.acquire()
             sent = time.monotonic()
-            seeing.release(
+            permit.release(
                 Feedback(sent, sent + 0.01, 429, rate_limited=True, retry_after=0.3)
             )
             await seeing.aclose()  # the report has reached Redis
@@ -461,13 +461,13 @@ class TestRedisUnavailable:
             clock=clock,
         )
         with caplog.at_level(logging.INFO, logger="decisiontelecom_viber"):
-            await limiter.acquire()
+            permit = await limiter.acquire()
             down = limiter.redis_available
-            limiter.release(Feedback(clock.now, clock.now, 200))
+            permit.release(Feedback(clock.now, clock.now, 200))
             with start_redis_server(port):
-                await limiter.acquire()
+                permit = await limiter.acquire()
                 still_local = limiter.redis_available
-                limiter.release(Feedback(clock.now, clock.now, 200))
+                permit.release(Feedback(clock.now, clock.now, 200))
                 clock.advance(5.0)
                 await limiter.acquire()
                 state = await limiter.shared_state()

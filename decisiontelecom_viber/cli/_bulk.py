@@ -23,8 +23,8 @@ from rich.progress import (
 )
 
 from .._errors import ValidationError
+from .._limits import RateLimit
 from .._models import SendResult, ViberMessage
-from .._ratelimit import RateLimit
 from ._app import api_options, make_client, run
 from ._exit import ExitCode
 from ._fields import convert_row, message_options

@@ -25,7 +25,8 @@ from .._callbacks import IncomingMessage, StatusCallback
 from .._client import AsyncViberClient
 from .._enums import MessageStatus, MessageType, SourceType
 from .._metrics import BulkSummary
-from .._models import SendOutcome, SendResult, ViberMessage
+from .._models import SendResult, ViberMessage
+from .._outcomes import SendOutcome
 from .._receiver import CallbackReceiver
 from ..sandbox import SandboxConfig, serve_app, serve_sandbox
 from ._app import run

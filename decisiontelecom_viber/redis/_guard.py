@@ -4,14 +4,21 @@ The API has no idempotency key, so a job retried after a crash, a timeout or
 a redelivery by the queue could send the same message twice. The guard
 records each send in Redis under the caller's *dedupe key*:
 
-1. **Claim.** ``SET key {pending, owner, lease} NX PX ttl`` (in a script). If
-   the key already exists, nothing is sent: a finished send returns its
-   message ID; an unfinished one raises `SendInProgressError`; one whose
-   outcome is unknown raises `SendUnresolvedError`.
-2. **Send** through the client (its rate limiter and retry policy apply).
+1. **Claim.** ``SET key {pending, owner, lease} NX PX ttl`` (in a script),
+   with a random owner token. If the key already exists, nothing is sent: a
+   finished send returns its message ID; an unfinished one raises
+   `SendInProgressError`; one whose outcome is unknown raises
+   `SendUnresolvedError`. The claim is idempotent for its owner, so a
+   command retried by redis-py finds its own claim and goes on; a claim
+   whose reply is lost is released again (by owner) before
+   `RedisUnavailableError` is raised: nothing was sent.
+2. **Send** through the client's public `send_message` (its rate limiter and
+   retry policy apply).
 3. **Settle** (only if this attempt still owns the key): the message ID once
-   known; ``unknown`` when the outcome is unknown (`OutcomeUnknownError`);
-   deleted when the send definitely failed, so that a retry may send.
+   known; ``unknown`` when the outcome may be a send (`SendOutcome.UNKNOWN`:
+   an `OutcomeUnknownError`, an unexpected exception, a cancellation);
+   deleted only when the send provably failed (`SendOutcome.FAILED`), so
+   that a retry may send.
 
 A worker killed between 1 and 3 leaves its keys pending. They read as in
 progress until their *lease* runs out, then as unresolved: never resent
@@ -33,15 +40,10 @@ from redis.asyncio import Redis
 
 from .._bulk import ProgressCallback, ResultStream
 from .._constants import DEFAULT_CONCURRENCY
-from .._errors import (
-    ConfigurationError,
-    OutcomeUnknownError,
-    ValidationError,
-    ViberError,
-)
-from .._metrics import Tally
-from .._models import SendOutcome, ViberMessage
+from .._errors import ConfigurationError, ValidationError
+from .._models import ViberMessage
 from .._options import coerce_message
+from .._outcomes import SendOutcome, send_outcome
 from ._errors import RedisUnavailableError, SendInProgressError, SendUnresolvedError
 from ._limiter import REDIS_ERRORS
 from ._scripts import GuardScripts
@@ -60,6 +62,10 @@ DEFAULT_NAMESPACE = "decisiontelecom_viber:sent"
 # checked anyway.
 DEFAULT_TTL = 5 * 86400.0
 DEFAULT_LEASE = 120.0
+# A claim whose reply was lost is released in the background this many times
+# at most, UNDO_BACKOFF x n seconds apart, while Redis stays unreachable.
+_UNDO_ATTEMPTS = 5
+_UNDO_BACKOFF = 0.5
 
 
 class SendState(enum.Enum):
@@ -145,11 +151,7 @@ class SendOnceResult:
     @property
     def outcome(self) -> SendOutcome:
         """Sent, failed, or unknown (the message may have been sent)."""
-        if self.error is None:
-            return SendOutcome.SENT
-        if isinstance(self.error, OutcomeUnknownError):
-            return SendOutcome.UNKNOWN
-        return SendOutcome.FAILED
+        return send_outcome(self.error)
 
 
 def _check_key(dedupe_key: object) -> str:
@@ -263,7 +265,7 @@ class SendOnceGuard:
             ViberError: The send failed for sure (the key is free again).
         """
         key = _check_key(dedupe_key)
-        message_id, _ = await self._send(client, coerce_message(message), key, None)
+        message_id, _ = await self._send(client, coerce_message(message), key)
         return message_id
 
     def send_messages(
@@ -290,8 +292,8 @@ class SendOnceGuard:
         """
         self._check_client(client)
 
-        async def process(index: int, item: object, tally: Tally) -> SendOnceResult:
-            return await self._send_item(client, index, item, tally)
+        async def process(index: int, item: object) -> SendOnceResult:
+            return await self._send_item(client, index, item)
 
         return ResultStream(
             items,
@@ -299,7 +301,7 @@ class SendOnceGuard:
             concurrency=concurrency,
             ordered=ordered,
             outcome=_outcome,
-            clock=client._clock,  # the client's time, for the summary
+            clock=client.clock,  # the client's time, for the summary
             on_progress=on_progress,
             progress_interval=progress_interval,
         )
@@ -377,7 +379,7 @@ class SendOnceGuard:
             )
 
     async def _send_item(
-        self, client: AsyncViberClient, index: int, item: object, tally: Tally
+        self, client: AsyncViberClient, index: int, item: object
     ) -> SendOnceResult:
         key: str | None = None
         try:
@@ -387,7 +389,7 @@ class SendOnceGuard:
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendOnceResult(index, key, item, error=error)
         try:
-            message_id, replayed = await self._send(client, message, key, tally)
+            message_id, replayed = await self._send(client, message, key)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendOnceResult(index, key, message, error=error)
         return SendOnceResult(
@@ -395,11 +397,7 @@ class SendOnceGuard:
         )
 
     async def _send(
-        self,
-        client: AsyncViberClient,
-        message: ViberMessage,
-        dedupe_key: str,
-        tally: Tally | None,
+        self, client: AsyncViberClient, message: ViberMessage, dedupe_key: str
     ) -> tuple[int, bool]:
         """Claim, send, settle; return (message ID, whether it was replayed)."""
         self._check_client(client)
@@ -410,6 +408,9 @@ class SendOnceGuard:
                 redis_key, owner=owner, lease=self._lease, ttl=self._ttl
             )
         except REDIS_ERRORS as error:
+            # The claim may have landed with its reply lost: nothing was
+            # sent, so release it (by owner) rather than strand the key.
+            await self._undo_claim(redis_key, owner)
             raise RedisUnavailableError("claim", error) from error
         except BaseException:
             # Cancelled mid-claim: it may have landed, and nothing was sent.
@@ -425,29 +426,15 @@ class SendOnceGuard:
                 raise SendInProgressError(dedupe_key, record)
             raise SendUnresolvedError(dedupe_key, record)
         try:
-            if tally is None:
-                message_id = await client.send_message(message)
-            else:
-                # Through the client's pipeline with the stream's counters, as
-                # its own send_messages does.
-                message_id = await client._send(message, tally)
-        except OutcomeUnknownError as error:
-            await self._settle(
-                redis_key, owner, "unknown", reason=f"outcome unknown: {error.reason}"
-            )
-            raise
-        except ViberError:
-            # Refused by the API, never reached it, or stopped before sending:
-            # definitely not sent, so a retry may send.
-            await self._settle(redis_key, owner, "release")
-            raise
+            message_id = await client.send_message(message)
         except Exception as error:
-            await self._settle(
-                redis_key,
-                owner,
-                "unknown",
-                reason=f"the send failed unexpectedly ({type(error).__name__})",
-            )
+            if send_outcome(error) is SendOutcome.FAILED:
+                # Provably not sent (refused, never written): a retry may send.
+                await self._settle(redis_key, owner, "release")
+            else:
+                await self._settle(
+                    redis_key, owner, "unknown", reason=_unknown_reason(error)
+                )
             raise
         except BaseException:
             # Cancelled: the request may be on its way.
@@ -457,6 +444,16 @@ class SendOnceGuard:
             raise
         await self._settle(redis_key, owner, "sent", message_id=message_id)
         return message_id, False
+
+    async def _undo_claim(self, redis_key: str, owner: str) -> None:
+        """Release a claim whose reply was lost, if it landed (by owner)."""
+        try:
+            await self._scripts.settle(
+                redis_key, owner=owner, action="release", ttl=self._ttl
+            )
+        except REDIS_ERRORS:
+            # Still unreachable: keep trying in the background.
+            self._settle_soon(redis_key, owner, "release", attempts=_UNDO_ATTEMPTS)
 
     async def _settle(
         self,
@@ -482,11 +479,17 @@ class SendOnceGuard:
         *,
         message_id: int | None = None,
         reason: str = "",
+        attempts: int = 1,
     ) -> asyncio.Task[None]:
         """Settle a claim in a task of its own (`aclose` waits for them)."""
         task = asyncio.get_running_loop().create_task(
             self._settle_now(
-                redis_key, owner, action, message_id=message_id, reason=reason
+                redis_key,
+                owner,
+                action,
+                message_id=message_id,
+                reason=reason,
+                attempts=attempts,
             )
         )
         self._background.add(task)
@@ -501,28 +504,34 @@ class SendOnceGuard:
         *,
         message_id: int | None,
         reason: str,
+        attempts: int = 1,
     ) -> None:
         """Settle a claim; failures are logged, never raised over the send's result."""
         outcome = _OUTCOMES[action].format(message_id=message_id)
-        try:
-            verdict, _ = await self._scripts.settle(
-                redis_key,
-                owner=owner,
-                action=action,
-                message_id=message_id,
-                reason=reason,
-                ttl=self._ttl,
-            )
-        except REDIS_ERRORS as error:
-            logger.error(  # noqa: TRY400 - the cause is in the message
-                "could not record in Redis that %s (%s: %s): %s stays pending, "
-                "then unresolved, until you resolve() or forget() it",
-                outcome,
-                type(error).__name__,
-                error,
-                redis_key,
-            )
-            return
+        for attempt in range(1, attempts + 1):
+            try:
+                verdict, _ = await self._scripts.settle(
+                    redis_key,
+                    owner=owner,
+                    action=action,
+                    message_id=message_id,
+                    reason=reason,
+                    ttl=self._ttl,
+                )
+                break
+            except REDIS_ERRORS as error:
+                if attempt < attempts:
+                    await asyncio.sleep(_UNDO_BACKOFF * attempt)
+                    continue
+                logger.error(  # noqa: TRY400 - the cause is in the message
+                    "could not record in Redis that %s (%s: %s): %s stays pending, "
+                    "then unresolved, until you resolve() or forget() it",
+                    outcome,
+                    type(error).__name__,
+                    error,
+                    redis_key,
+                )
+                return
         if verdict != "ok" and action != "release":
             # (Nothing was sent on a release: whoever holds the key now is right.)
             logger.warning(
@@ -544,3 +553,10 @@ _OUTCOMES = {
 
 def _outcome(result: SendOnceResult) -> str:
     return result.outcome.value
+
+
+def _unknown_reason(error: Exception) -> str:
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return f"outcome unknown: {reason}"
+    return f"the send failed unexpectedly ({type(error).__name__})"

@@ -20,12 +20,10 @@ client's feedback to Redis times.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import contextvars
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -34,8 +32,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .._clock import Clock, SystemClock
-from .._errors import ConfigurationError
-from .._ratelimit import AdaptiveLimiter, Feedback, RateLimit
+from .._errors import ConfigurationError, DeadlineExceededError
+from .._limits import Feedback, Permit, RateLimit, bind_clock
+from .._ratelimit import AdaptiveLimiter
+from .._waiters import WaitQueue
 from ._errors import RedisUnavailableError
 from ._scripts import AcquireReply, LimiterParams, LimiterScripts, decode
 
@@ -69,6 +69,39 @@ _USE_LOCAL = _UseLocal()
 # A waiter's verdict: its local grant time, and the Redis time its slot was
 # reserved at.
 _Grant = tuple[float, float]
+
+
+def _late() -> DeadlineExceededError:
+    return DeadlineExceededError("the shared rate limiter")
+
+
+class _RedisPermit:
+    """A slot reserved through Redis, or one of the local limiter's."""
+
+    __slots__ = ("_limiter", "_local", "_released", "_reserved_at", "waited")
+
+    def __init__(
+        self,
+        limiter: RedisLimiter,
+        waited: float,
+        *,
+        reserved_at: float | None = None,
+        local: Permit | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._reserved_at = reserved_at
+        self._local = local
+        self._released = False
+        self.waited = waited
+
+    def release(self, feedback: Feedback) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self._local is not None:
+            self._local.release(feedback)
+        else:
+            self._limiter._release(feedback, self._reserved_at)
 
 
 @attrs.frozen
@@ -157,8 +190,9 @@ class RedisLimiter:
         horizon: Seconds ahead a worker may reserve send slots.
         recheck_interval: Seconds between tries of an unavailable Redis.
         state_ttl: Seconds the shared state outlives its last use.
-        clock: The client's clock (the same object as the client's, if you
-            pass one there).
+        clock: The clock to read time from and wait with; by default the
+            clock of the client it is given to (a client refuses a limiter
+            bound to another clock).
 
     Raises:
         ConfigurationError: An invalid setting.
@@ -204,21 +238,11 @@ class RedisLimiter:
             state_ttl=_check_positive("state_ttl", state_ttl),
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock_given = clock is not None
         self._scripts = LimiterScripts(redis)
         self._local_limit = local_limit if local_limit is not None else limit
         self._local: AdaptiveLimiter | None = None
-        # What the current task's last acquire was: local (Redis was down),
-        # or the Redis time its slot was reserved at. The client acquires and
-        # releases in the same task, so a context variable pairs them.
-        self._granted_locally: contextvars.ContextVar[bool] = contextvars.ContextVar(
-            "granted_locally", default=False
-        )
-        self._reserved_at: contextvars.ContextVar[float | None] = (
-            contextvars.ContextVar("reserved_at", default=None)
-        )
-        self._queue: collections.deque[asyncio.Future[_Grant | _UseLocal]] = (
-            collections.deque()
-        )
+        self._queue: WaitQueue[_Grant | _UseLocal] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._reports: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -292,51 +316,48 @@ class RedisLimiter:
 
     # -- the Limiter protocol ---------------------------------------------------
 
-    async def acquire(self) -> float:
-        """Wait for a send slot; return the seconds waited.
+    def bind(self, clock: Clock) -> None:
+        """Use the client's *clock* (see `Limiter.bind`)."""
+        if bind_clock(self._clock, self._clock_given, clock, "RedisLimiter"):
+            self._clock = clock
+            self._clock_given = True
+
+    async def acquire(self, deadline: float | None = None) -> Permit:
+        """Wait for a send slot, but not past *deadline*; return its permit.
 
         Raises:
+            DeadlineExceededError: No slot before *deadline*.
             RedisUnavailableError: Redis is unavailable and the limiter fails
                 closed (``on_unavailable="raise"``).
         """
         clock = self._clock
         start = clock.monotonic()
-        self._granted_locally.set(False)
-        self._reserved_at.set(None)
+        if deadline is not None and deadline < start:
+            raise _late()
         if self._down_since is not None and start < self._retry_at:
-            return await self._acquire_locally(start)
-        future: asyncio.Future[_Grant | _UseLocal] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._queue.append(future)
+            return await self._acquire_locally(start, deadline)
+        future = self._queue.add(deadline)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:
             verdict = await future
         except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(future)
+            self._queue.discard(future)
             raise
         if isinstance(verdict, _UseLocal):
-            return await self._acquire_locally(start)
+            return await self._acquire_locally(start, deadline)
         granted_at, reserved_at = verdict
-        self._reserved_at.set(reserved_at)
-        return max(0.0, granted_at - start)
+        return _RedisPermit(self, max(0.0, granted_at - start), reserved_at=reserved_at)
 
-    def release(self, feedback: Feedback) -> None:
+    def _release(self, feedback: Feedback, reserved_at: float | None) -> None:
         """Account for an answer: count it, or share a 429 with every worker."""
-        if self._granted_locally.get():
-            self._granted_locally.set(False)
-            if self._local is not None:
-                self._local.release(feedback)
-            return
         if feedback.status is not None:
             rtt = feedback.received_at - feedback.sent_at
             self._rtt = (
                 rtt if not self._rtt else self._rtt + _RTT_WEIGHT * (rtt - self._rtt)
             )
         if feedback.rate_limited:
-            self._spawn_report(feedback, self._reserved_at.get())
+            self._spawn_report(feedback, reserved_at)
         elif feedback.status is not None:
             # Any answer but a 429 used one of the server's tokens. Counted in
             # Redis at once (answers of one loop turn together), so that a 429
@@ -363,8 +384,7 @@ class RedisLimiter:
         if dispatcher is not None and not dispatcher.done():
             dispatcher.cancel()
             await asyncio.gather(dispatcher, return_exceptions=True)
-        while self._queue:
-            self._queue.popleft().cancel()
+        self._queue.cancel_all()
         if self._pending_accepted and self._down_since is None:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._call_acquire(want=0)
@@ -382,15 +402,16 @@ class RedisLimiter:
 
     # -- inside -----------------------------------------------------------------
 
-    async def _acquire_locally(self, start: float) -> float:
+    async def _acquire_locally(self, start: float, deadline: float | None) -> Permit:
         local = self._local
         if local is None:  # pragma: no cover - only set up in "local" mode
             raise RuntimeError("no local limiter")
         # Time spent on a failed Redis call counts as waiting, too.
         before = self._clock.monotonic()
-        waited = await local.acquire()
-        self._granted_locally.set(True)
-        return waited + max(0.0, before - start)
+        permit = await local.acquire(deadline)
+        return _RedisPermit(
+            self, permit.waited + max(0.0, before - start), local=permit
+        )
 
     async def _flush_accepted(self) -> None:
         while self._pending_accepted and self._down_since is None:
@@ -433,42 +454,36 @@ class RedisLimiter:
         queue = self._queue
         clock = self._clock
         try:
-            while queue:
-                if queue[0].done():  # its caller was cancelled
-                    queue.popleft()
-                    continue
+            while queue.peek() is not None:
                 if self._reports:
                     # 429s of this worker reach Redis before it sends more.
                     await asyncio.wait(list(self._reports))
-                waiting = sum(1 for future in queue if not future.done())
                 try:
-                    reply = await self._call_acquire(min(waiting, _MAX_BATCH))
+                    reply = await self._call_acquire(min(queue.live(), _MAX_BATCH))
                 except REDIS_ERRORS as error:
                     self._on_redis_down(error)
                     return
                 if not reply.slots:
-                    await clock.sleep(max(reply.retry_in, _MIN_RETRY))
+                    wait = max(reply.retry_in, _MIN_RETRY)
+                    queue.expire(clock.monotonic() + wait, _late)
+                    await clock.sleep(wait)
                     continue
                 offset = self._offset or 0.0
                 for slot in reply.slots:
                     delay = slot - offset - clock.monotonic()
                     if delay > 0:
+                        # Whoever cannot have this slot before its deadline
+                        # is refused now, not let through late.
+                        queue.expire(clock.monotonic() + delay, _late)
+                        if queue.peek() is None:
+                            break  # the slots go unused
                         await clock.sleep(delay)
-                    while queue and queue[0].done():
-                        queue.popleft()
-                    if not queue:
+                    if not queue.grant((clock.monotonic(), reply.now)):
                         break  # the slot goes unused
-                    queue.popleft().set_result((clock.monotonic(), reply.now))
         except Exception as error:
             logger.exception("the shared rate limiter failed")
             failure = error
-            self._fail_waiters(lambda: failure)
-
-    def _fail_waiters(self, make_error: Callable[[], BaseException]) -> None:
-        while self._queue:
-            future = self._queue.popleft()
-            if not future.done():
-                future.set_exception(make_error())
+            queue.fail_all(lambda: failure)
 
     def _on_redis_down(self, error: BaseException) -> None:
         now = self._clock.monotonic()
@@ -494,10 +509,7 @@ class RedisLimiter:
             if self._local is None:
                 self._local = AdaptiveLimiter(self._local_limit, self._clock)
             self._retry_at = now + self._recheck_interval
-            while self._queue:
-                future = self._queue.popleft()
-                if not future.done():
-                    future.set_result(_USE_LOCAL)
+            self._queue.resolve_all(_USE_LOCAL)
         else:
 
             def unavailable() -> BaseException:
@@ -506,7 +518,7 @@ class RedisLimiter:
                 failure.__cause__ = error
                 return failure
 
-            self._fail_waiters(unavailable)
+            self._queue.fail_all(unavailable)
 
     def _on_redis_back(self) -> None:
         if self._down_since is not None:

@@ -386,8 +386,10 @@ local function fmt(x) return string.format('%.6f', x) end
 """
 
 # Claim a dedupe key (ARGV[2] = 'claim') with SET NX and a TTL, or only look
-# at it (ARGV[2] = 'peek'). A pending record whose lease ran out (its worker
-# stopped mid-send) becomes 'unknown', keeping its TTL. ARGV[3] owner token,
+# at it (ARGV[2] = 'peek'). A claim finding its own pending record (same
+# owner: the command was retried) counts as claimed. A pending record whose
+# lease ran out (its worker stopped mid-send) becomes 'unknown', keeping its
+# TTL. ARGV[3] owner token,
 # ARGV[4] lease seconds, ARGV[5] TTL ms. Replies {'claimed'|'exists'|'absent',
 # record JSON}.
 CLAIM_LUA = (
@@ -405,6 +407,12 @@ end
 local current = redis.call('GET', KEYS[1])
 if not current then return {'absent', ''} end
 local record = cjson.decode(current)
+if mode == 'claim' and owner ~= '' and record.owner == owner
+    and record.state == 'pending' then
+  -- This very claim, run again (redis-py retried the command after a lost
+  -- reply): it is ours.
+  return {'claimed', current}
+end
 if record.state == 'pending' and tonumber(record.lease_until) <= now then
   record.state = 'unknown'
   record.reason = 'the attempt holding the key did not finish within its lease '
