@@ -174,9 +174,10 @@ class OutcomeUnknownError(ViberError):
         reason: What happened, in a few words.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, message: str | None = None) -> None:
         super().__init__(
-            f"no usable answer from the API ({reason}); "
+            message
+            or f"no usable answer from the API ({reason}); "
             "the request may or may not have been processed"
         )
         self.reason = reason

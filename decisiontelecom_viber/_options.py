@@ -118,6 +118,10 @@ def auth_headers(access_key: str, base: Mapping[str, str] | None) -> httpx.Heade
             "Authorization": f"Basic {token}",
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # Only what httpx always decodes: left to aiohttp, the header
+            # names every codec aiohttp has (zstd with aiohttp[speedups]),
+            # and httpx cannot read a zstd answer without `zstandard`.
+            "Accept-Encoding": "gzip, deflate",
             "User-Agent": user_agent(),
         }
     )

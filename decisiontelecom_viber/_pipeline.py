@@ -109,12 +109,14 @@ class Phase(enum.Enum):
 class Call:
     """One call in flight, as the pipeline and `aclose` see it."""
 
-    __slots__ = ("aborted", "maybe_processed", "phase", "task")
+    __slots__ = ("aborted", "first_permit", "maybe_processed", "phase", "task")
 
     def __init__(self, task: asyncio.Task[object] | None) -> None:
         self.task = task
         self.phase = Phase.WAITING
         self.aborted = False
+        # A bulk item's first permit, taken before its deadline starts.
+        self.first_permit: Permit | None = None
         # An earlier attempt of this call may have been processed (only
         # after retrying an unknown outcome, which a policy must opt into).
         self.maybe_processed = False
@@ -175,6 +177,13 @@ class Pipeline:
         call = Call(asyncio.current_task())
         self._calls.add(call)
         try:
+            if self._limiter is not None and worker.get() is not None:
+                # A bulk item's deadline starts when the limiter first lets
+                # it go: waiting behind the stream's own items is not its
+                # wait, and would fail items the API could have taken.
+                call.first_permit = await self._limiter.acquire(None)
+                if call.first_permit.waited:
+                    self._count_wait(call.first_permit.waited)
             return await self._retrier.call(
                 lambda deadline: self._attempt(operation, body, deadline, call),
                 name=operation.name,
@@ -195,15 +204,19 @@ class Pipeline:
             raise
         finally:
             self._calls.discard(call)
+            if call.first_permit is not None:  # aborted before its attempt
+                self._release(
+                    call.first_permit, self._clock.monotonic(), None, None, None
+                )
 
     async def _attempt(
         self, operation: Operation[T], body: bytes, deadline: float | None, call: Call
     ) -> T:
         clock = self._clock
         write_by = self._retrier.write_by(deadline)
-        permit: Permit | None = None
+        permit, call.first_permit = call.first_permit, None
         limiter = self._limiter
-        if limiter is not None:
+        if permit is None and limiter is not None:
             permit = await limiter.acquire(write_by)
             if permit.waited:
                 self._count_wait(permit.waited)

@@ -207,6 +207,15 @@ def _aiohttp_cause(error: BaseException) -> BaseException | None:
     return None
 
 
+# Redirect errors subclass the invalid-URL ones, which are raised before
+# sending; these come after an answer (redirects are never followed anyway).
+_REDIRECT_ERRORS: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in (getattr(aiohttp, "RedirectClientError", None), aiohttp.TooManyRedirects)
+    if isinstance(cls, type)
+)
+
+
 def never_sent(error: BaseException) -> bool:
     """Whether the failed exchange provably never delivered the request.
 
@@ -217,6 +226,8 @@ def never_sent(error: BaseException) -> bool:
     """
     cause = _aiohttp_cause(error)
     if cause is not None:
+        if isinstance(cause, _REDIRECT_ERRORS):
+            return False  # raised on a redirect: the request was answered
         return isinstance(
             cause,
             (

@@ -19,6 +19,7 @@ import gzip
 import json
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -121,6 +122,16 @@ def hang() -> Action:
     async def act(writer: Writer, _: Received | None) -> bool:
         await asyncio.Event().wait()
         return False  # pragma: no cover - cancelled when the server closes
+
+    return Action(act)
+
+
+def delayed(seconds: float, then: Action) -> Action:
+    """Read the request, wait *seconds*, then do *then*."""
+
+    async def act(writer: Writer, request: Received | None) -> bool:
+        await asyncio.sleep(seconds)
+        return await then.act(writer, request)
 
     return Action(act)
 
@@ -255,3 +266,39 @@ async def _read_request(reader: asyncio.StreamReader) -> Received | None:
             headers[name.strip().lower()] = value.strip()
     body = await reader.readexactly(int(headers.get("content-length", "0")))
     return Received(method, path, headers, body)
+
+
+class ThreadedRawServer:
+    """A `RawServer` on an event loop of its own thread, for sync tests.
+
+    ``with ThreadedRawServer() as server:`` — script it with ``then`` before
+    the requests come; ``received`` is read from the test's thread.
+    """
+
+    def __init__(self, default: Action | None = None) -> None:
+        self.server = RawServer(default)
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> RawServer:
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self.server.__aenter__())
+            started.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("the raw server did not start")
+        return self.server
+
+    def __exit__(self, *exc_info: object) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.server.aclose(), self._loop)
+        future.result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop.close()

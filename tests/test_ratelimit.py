@@ -163,9 +163,7 @@ class TestPacing:
 
     async def test_server_pause_is_capped(self, clock: FakeClock) -> None:
         """A huge Retry-After is capped at max_pause."""
-        limiter = HeldLimiter(
-            RateLimit(rate=100, adaptive=False, max_pause=5), clock
-        )
+        limiter = HeldLimiter(RateLimit(rate=100, adaptive=False, max_pause=5), clock)
         await limiter.acquire()
         limiter.release(refused(clock.now, retry_after=3600))
 

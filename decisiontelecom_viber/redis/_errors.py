@@ -50,13 +50,7 @@ class RedisUnavailableError(ViberError):
             "nothing was sent"
         )
         self.operation = operation
-        self._cause = cause
-
-    def __reduce__(
-        self,
-    ) -> tuple[type[RedisUnavailableError], tuple[str, BaseException]]:
-        # Picklable (job queues such as arq pickle a failed job's exception).
-        return type(self), (self.operation, self._cause)
+        self.cause_type = type(cause).__name__
 
 
 class PossibleDuplicateError(OutcomeUnknownError):
@@ -68,19 +62,12 @@ class PossibleDuplicateError(OutcomeUnknownError):
     """
 
     def __init__(self, dedupe_key: str, record: SendRecord, reason: str) -> None:
-        super().__init__(reason)
-        # OutcomeUnknownError words the message for a request; say what the
-        # guard did instead.
-        self.args = (f"dedupe key {dedupe_key!r}: {reason}; not sent again",)
+        # Worded for what the guard did, not for a request.
+        super().__init__(
+            reason, message=f"dedupe key {dedupe_key!r}: {reason}; not sent again"
+        )
         self.dedupe_key = dedupe_key
         self.record = record
-
-    def __reduce__(self) -> tuple[type[PossibleDuplicateError], tuple[object, ...]]:
-        # Picklable (job queues such as arq pickle a failed job's exception).
-        return type(self), self._init_args()
-
-    def _init_args(self) -> tuple[object, ...]:
-        return (self.dedupe_key, self.record, self.reason)
 
 
 class SendInProgressError(PossibleDuplicateError):
@@ -99,9 +86,6 @@ class SendInProgressError(PossibleDuplicateError):
             f"(lease until {record.lease_until:.3f})",
         )
 
-    def _init_args(self) -> tuple[object, ...]:
-        return (self.dedupe_key, self.record)
-
 
 class SendUnresolvedError(PossibleDuplicateError):
     """An earlier attempt's outcome is unknown: reconcile before sending again.
@@ -115,6 +99,3 @@ class SendUnresolvedError(PossibleDuplicateError):
     def __init__(self, dedupe_key: str, record: SendRecord) -> None:
         reason = record.reason or "the earlier attempt's outcome is unknown"
         super().__init__(dedupe_key, record, reason)
-
-    def _init_args(self) -> tuple[object, ...]:
-        return (self.dedupe_key, self.record)

@@ -1,0 +1,522 @@
+"""Every outcome true on every path, against a server that does exactly what each test says.
+
+The server is `tests.rawhttp.RawServer`: raw HTTP/1.1 over loopback, each
+answer scripted byte for byte. A request it has read in full is one the API
+"has": the SDK must never report it as failed, and must never send a
+message twice. Each test is run with the default transport and, where the
+path differs, with a user's `httpx.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from decisiontelecom_viber import (
+    AmbiguousServerError,
+    AsyncViberClient,
+    ClientClosedError,
+    ConfigurationError,
+    DeadlineExceededError,
+    Feedback,
+    GatewayTimeoutError,
+    InvalidParameterError,
+    OutcomeUnknownError,
+    RateLimit,
+    RateLimitError,
+    RetryPolicy,
+    SendOutcome,
+    UnexpectedResponseError,
+    ViberMessage,
+)
+
+from . import rawhttp as raw
+from .helpers import FakeClock, eventually
+
+
+pytestmark = pytest.mark.integration
+
+KEY = "raw-server-access-key"
+MESSAGE = ViberMessage.transactional(sender="Acme", receiver="380501234567", text="hi")
+SLACK = 0.75
+RATE_LIMITED = {
+    "name": "Too Many Requests",
+    "message": "Rate limit exceeded",
+    "code": 0,
+    "status": 429,
+}
+
+MakeClient = Callable[..., AsyncViberClient]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[raw.RawServer]:
+    async with raw.RawServer() as running:
+        yield running
+
+
+@pytest.fixture(params=["default-transport", "user-http-client"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_client(transport: str) -> AsyncIterator[MakeClient]:
+    """Clients of *server* through the transport under test; closed afterwards."""
+    made: list[AsyncViberClient] = []
+    users: list[httpx.AsyncClient] = []
+
+    def make(server: raw.RawServer, **kwargs: Any) -> AsyncViberClient:
+        kwargs.setdefault("access_key", KEY)
+        kwargs.setdefault("rate_limit", None)
+        if transport == "user-http-client" and "http_client" not in kwargs:
+            kwargs["http_client"] = httpx.AsyncClient(
+                timeout=kwargs.pop("timeout", httpx.Timeout(5.0))
+            )
+            users.append(kwargs["http_client"])
+        client = AsyncViberClient(base_url=server.base_url, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.aclose()
+    for user in users:
+        await user.aclose()
+
+
+def message(n: int) -> ViberMessage:
+    return ViberMessage.transactional(sender="Acme", receiver=f"38050{n:07d}", text="x")
+
+
+class Stopwatch:
+    def __enter__(self) -> Stopwatch:
+        self.started = time.monotonic()
+        self.elapsed = 0.0
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.elapsed = time.monotonic() - self.started
+
+
+# -- 1. statuses -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [504, 520, 521, 522, 524, 527, 530, 598, 599, 501])
+async def test_a_gateway_status_is_unknown_and_never_resent(
+    server: raw.RawServer, make_client: MakeClient, status: int
+) -> None:
+    """A CDN's 5xx may follow the API's processing: one request, outcome unknown."""
+    server.then(raw.respond(status, "<html>origin timeout</html>"), raw.accepted(1))
+    client = make_client(server)
+
+    with pytest.raises(AmbiguousServerError) as info:
+        await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+    assert SendOutcome.UNKNOWN is SendOutcome.of(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 404, 405, 408, 409, 413, 418])
+async def test_a_status_without_meaning_is_unknown_and_never_resent(
+    server: raw.RawServer, make_client: MakeClient, status: int
+) -> None:
+    """A status the SDK does not know, without an API error body: unknown."""
+    server.then(raw.respond(status, "nope", headers=[("Location", "/x")]))
+    client = make_client(server)
+
+    with pytest.raises(UnexpectedResponseError):
+        await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_the_apis_own_failures_are_retried(
+    server: raw.RawServer, make_client: MakeClient, status: int
+) -> None:
+    """500/502/503 mean "not processed": retried, then sent once."""
+    server.then(raw.respond(status, ""), raw.accepted(77))
+    client = make_client(server, retry=RetryPolicy(wait_initial=0.01, wait_max=0.01))
+
+    assert 77 == await client.send_message(MESSAGE)
+    assert 2 == len(server.received)
+
+
+async def test_a_lookup_retries_a_gateway_timeout(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Status lookups are read-only: a 524 is simply asked again."""
+    server.then(
+        raw.respond(524, ""),
+        raw.respond(200, {"message_id": 5, "status": 1}),
+    )
+    client = make_client(server, retry=RetryPolicy(wait_initial=0.01, wait_max=0.01))
+
+    receipt = await client.get_message_status(5)
+
+    assert 1 == receipt.status
+    assert 2 == len(server.received)
+
+
+# -- 2. deadlines before sending ---------------------------------------------------
+
+
+async def test_the_limiter_never_lets_a_request_out_past_the_deadline(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Queued at 1/s with a 3 s deadline: the late ones are refused, unsent."""
+    clock = FakeClock()
+    client = make_client(
+        server,
+        rate_limit=RateLimit(rate=1, adaptive=False),
+        retry=RetryPolicy(timeout=3.0),
+        clock=clock,
+    )
+
+    outcomes = await asyncio.gather(
+        *(client.send_message(message(n)) for n in range(10)), return_exceptions=True
+    )
+
+    sent = [o for o in outcomes if isinstance(o, int)]
+    refused = [o for o in outcomes if isinstance(o, DeadlineExceededError)]
+    # Slots at 0, 1 and 2 s; 2.4 s is the last moment to write (3 s less the
+    # reserve kept for the answer).
+    assert (3, 7) == (len(sent), len(refused))
+    assert 3 == len(server.received)
+    assert all(SendOutcome.FAILED is SendOutcome.of(e) for e in refused)
+    # Refused as soon as their slot was known to come too late, not at it.
+    assert clock.now - 1000.0 <= 2.0
+
+
+async def test_a_retry_after_past_the_deadline_sends_nothing_more(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """429 with Retry-After 28 s under the default 25 s deadline: failed, 1 sent."""
+    clock = FakeClock()
+    server.then(
+        raw.respond(429, RATE_LIMITED, headers=[("Retry-After", "28")]),
+        raw.accepted(9),
+    )
+    client = make_client(server, rate_limit=RateLimit(), clock=clock)
+
+    with pytest.raises((DeadlineExceededError, RateLimitError)) as info:
+        await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+    assert SendOutcome.FAILED is SendOutcome.of(info.value)
+    assert clock.now - 1000.0 <= 25.0
+
+
+async def test_a_bulk_send_slower_than_its_deadline_sends_every_row(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """36 rows at 40/s, 32 at once, a 0.4 s deadline: queueing is not waiting.
+
+    The last rows wait about 0.9 s for their slot; an item's deadline starts
+    when the limiter lets it go, so each is sent with its whole deadline.
+    """
+    server.default = raw.delayed(0.02, raw.accepted(5))
+    client = make_client(
+        server,
+        rate_limit=RateLimit(rate=40, adaptive=False),
+        retry=RetryPolicy(timeout=0.4),
+    )
+
+    async with client.send_messages(message(n) for n in range(36)) as results:
+        outcomes = [result.outcome async for result in results]
+
+    assert [SendOutcome.SENT] * 36 == outcomes
+    assert 36 == len(server.received)
+
+
+async def test_single_sends_count_the_limiter_wait_against_their_deadline(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """The same queue of single calls: whatever may not finish in time fails, unsent."""
+    server.default = raw.delayed(0.02, raw.accepted(5))
+    client = make_client(
+        server,
+        rate_limit=RateLimit(rate=40, adaptive=False),
+        retry=RetryPolicy(timeout=0.4),
+    )
+
+    outcomes = await asyncio.gather(
+        *(client.send_message(message(n)) for n in range(36)), return_exceptions=True
+    )
+
+    sent = sum(isinstance(o, int) for o in outcomes)
+    assert all(isinstance(o, (int, DeadlineExceededError)) for o in outcomes)
+    assert sent == len(server.received)
+    assert 10 <= sent <= 16  # slots up to 0.32 s (0.4 s less the answer's reserve)
+
+
+# -- 3. the deadline binds the whole call ------------------------------------------
+
+
+async def test_a_trickled_answer_ends_at_the_deadline(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """A byte every 0.15 s never trips a read timeout; the deadline still binds."""
+    server.then(raw.trickle(200, b'{"message_id": 123456789}', every=0.15))
+    client = make_client(server, retry=RetryPolicy(timeout=1.0))
+
+    with Stopwatch() as watch, pytest.raises(OutcomeUnknownError) as info:
+        await client.send_message(MESSAGE)
+
+    assert "deadline" in info.value.reason
+    assert watch.elapsed <= 1.0 + SLACK
+    assert 1 == len(server.received)
+
+
+# -- 4. aclose ---------------------------------------------------------------------
+
+
+class BlockingLimiter:
+    """A `Limiter` that holds every caller until released (a long wait)."""
+
+    current_rate = None
+    estimated_limit = None
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    def bind(self, clock: object) -> None:
+        pass
+
+    async def acquire(self, deadline: float | None = None) -> Permit:
+        self.waiting += 1
+        await self.gate.wait()
+        return Permit()
+
+
+class Permit:
+    waited = 0.0
+
+    def release(self, feedback: Feedback) -> None:
+        pass
+
+
+async def test_aclose_finishes_what_was_written_and_fails_what_was_not(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Written sends keep their IDs; waiting ones fail as never sent."""
+    answer = asyncio.Event()
+    server.then(*[raw.hold(answer, raw.accepted(n)) for n in range(4)])
+    written_client = make_client(server)
+    limiter = BlockingLimiter()
+    waiting_client = make_client(server, rate_limit=limiter)
+
+    written = [asyncio.create_task(written_client.send_message(MESSAGE)) for _ in "ab"]
+    waiting = [asyncio.create_task(waiting_client.send_message(MESSAGE)) for _ in "ab"]
+    await eventually(lambda: len(server.received) == 2 and limiter.waiting == 2)
+    closing = [
+        asyncio.create_task(written_client.aclose()),
+        asyncio.create_task(waiting_client.aclose()),
+    ]
+    await asyncio.sleep(0.05)
+    assert not closing[0].done()  # waits for the answers on the wire
+    answer.set()
+    await asyncio.gather(*closing)
+
+    assert [0, 1] == sorted([await task for task in written])
+    for task in waiting:
+        with pytest.raises(ClientClosedError):
+            await task
+    assert 2 == len(server.received)
+
+
+async def test_a_cancelled_aclose_leaves_written_sends_unknown(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """No answer and no patience: written sends are unknown, never "closed"."""
+    server.then(raw.hang(), raw.hang())
+    client = make_client(server)
+    sends = [asyncio.create_task(client.send_message(MESSAGE)) for _ in "ab"]
+    await eventually(lambda: len(server.received) == 2)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.aclose(), 0.2)
+
+    for task in sends:
+        with pytest.raises(OutcomeUnknownError):
+            await task
+
+
+async def test_calls_after_aclose_are_refused_before_sending(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """After aclose nothing is sent: ClientClosedError, a failed outcome."""
+    client = make_client(server)
+    await client.aclose()
+
+    with pytest.raises(ClientClosedError) as info:
+        await client.send_message(MESSAGE)
+
+    assert [] == server.received
+    assert SendOutcome.FAILED is SendOutcome.of(info.value)
+
+
+# -- 7. exceptions the SDK did not expect ------------------------------------------
+
+
+class FailingRelease(BlockingLimiter):
+    """A custom limiter whose permits blow up when released."""
+
+    async def acquire(self, deadline: float | None = None) -> Permit:
+        return BrokenPermit()
+
+
+class BrokenPermit(Permit):
+    def release(self, feedback: Feedback) -> None:
+        raise KeyError("the limiter's own bug")
+
+
+async def test_a_limiter_failing_on_release_does_not_hide_the_message_id(
+    server: raw.RawServer, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API accepted it: the ID is returned, the limiter's bug logged."""
+    server.then(raw.accepted(31))
+    client = make_client(server, rate_limit=FailingRelease())
+
+    assert 31 == await client.send_message(MESSAGE)
+    assert any("release" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (504, GatewayTimeoutError),
+        (520, AmbiguousServerError),
+        (400, InvalidParameterError),
+    ],
+)
+async def test_a_raise_for_status_hook_does_not_change_the_outcome(
+    server: raw.RawServer, status: int, expected: type[Exception]
+) -> None:
+    """A user's client that raises for status: the answer still decides."""
+
+    async def raise_for_status(response: httpx.Response) -> None:
+        response.raise_for_status()
+
+    server.then(raw.respond(status, ""))
+    async with (
+        httpx.AsyncClient(event_hooks={"response": [raise_for_status]}) as user,
+        AsyncViberClient(KEY, base_url=server.base_url, http_client=user) as client,
+    ):
+        with pytest.raises(expected):
+            await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+async def test_an_unexpected_exception_of_a_users_client_is_unknown(
+    server: raw.RawServer,
+) -> None:
+    """A hook's own bug after the request left: unknown, never failed."""
+
+    async def broken(response: httpx.Response) -> None:
+        raise LookupError("a bug in the user's hook")
+
+    server.then(raw.accepted(1))
+    async with (
+        httpx.AsyncClient(event_hooks={"response": [broken]}) as user,
+        AsyncViberClient(KEY, base_url=server.base_url, http_client=user) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.send_message(MESSAGE)
+
+    assert "LookupError" == info.value.cause_type
+    assert 1 == len(server.received)
+
+
+# -- 9. event loops ----------------------------------------------------------------
+
+
+def test_a_client_from_another_event_loop_refuses_before_sending() -> None:
+    """Made at import time, used with asyncio.run twice: call 2 sends nothing."""
+    with raw.ThreadedRawServer() as server:
+        client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=None)
+
+        first = asyncio.run(client.send_message(MESSAGE))
+        with pytest.raises(ConfigurationError, match="another event loop"):
+            asyncio.run(client.send_message(MESSAGE))
+        closed_elsewhere = asyncio.run(client.aclose())
+
+        assert 4242 == first
+        assert closed_elsewhere is None
+        assert 1 == len(server.received)
+    assert client.is_closed
+
+
+# -- 10. abandoned streams ---------------------------------------------------------
+
+
+def workers_alive() -> bool:
+    return any(
+        "_Engine" in getattr(task.get_coro(), "__qualname__", "")
+        for task in asyncio.all_tasks()
+    )
+
+
+async def test_an_abandoned_stream_stops_sending(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Break out without aclose: no more input is taken, nothing new is written."""
+    answer = asyncio.Event()
+    server.default = raw.hold(answer, raw.accepted(1))
+    client = make_client(server)
+    taken: list[int] = []
+
+    def items() -> Any:
+        for n in range(1000):
+            taken.append(n)
+            yield message(n)
+
+    stream = client.send_messages(items(), concurrency=4)
+    consumer = asyncio.create_task(stream.__anext__())
+    await eventually(lambda: len(server.received) == 4)
+    answer.set()
+    await consumer
+    with pytest.warns(ResourceWarning, match="dropped while sending"):
+        del stream, consumer
+        gc.collect()
+    await eventually(lambda: not workers_alive())
+    received = len(server.received)
+    await asyncio.sleep(0.05)
+
+    assert received == len(server.received)
+    assert len(taken) <= 4 * 2 + 1  # at most the stream's window was taken
+
+
+# -- 11 and 12. settings and encodings ---------------------------------------------
+
+
+def test_zero_connections_is_a_configuration_error() -> None:
+    """max_connections=0 configures the client wrongly; it is not a message field."""
+    with pytest.raises(ConfigurationError, match="max_connections"):
+        AsyncViberClient(KEY, max_connections=0)
+
+
+async def test_only_encodings_that_can_be_decoded_are_asked_for(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Accept-Encoding names what httpx decodes; a gzip answer is read."""
+    server.then(raw.compressed({"message_id": 8}, encoding="gzip"))
+    client = make_client(server)
+
+    assert 8 == await client.send_message(MESSAGE)
+    asked = {
+        token.strip()
+        for token in server.received[0].headers["accept-encoding"].split(",")
+    }
+    decodable = set(httpx._decoders.SUPPORTED_DECODERS)  # noqa: SLF001
+    assert asked <= decodable
+    assert "gzip" in asked

@@ -1,0 +1,271 @@
+"""`SendOnceGuard` on the paths where the truth is hard: closing, lost Redis replies.
+
+Against a real redis-server and `tests.rawhttp.RawServer` (an API that does
+exactly what each test says). The guard frees a key only when the send
+provably did not happen, and never strands a key whose claim landed while
+its reply was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from decisiontelecom_viber import (
+    AsyncViberClient,
+    ClientClosedError,
+    Feedback,
+    OutcomeUnknownError,
+    ViberMessage,
+)
+from decisiontelecom_viber.redis import (
+    RedisUnavailableError,
+    SendOnceGuard,
+    SendState,
+    SendUnresolvedError,
+)
+
+from . import rawhttp as raw
+from .helpers import eventually
+
+
+if TYPE_CHECKING:
+    from .redis_server import RedisServer
+
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.redis_server"]
+
+KEY = "guard-truth-key"
+MESSAGE = ViberMessage.transactional(sender="Acme", receiver="380501234567", text="x")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[raw.RawServer]:
+    async with raw.RawServer() as running:
+        yield running
+
+
+@pytest.fixture
+def guard(redis_client: Redis) -> SendOnceGuard:
+    return SendOnceGuard(redis_client, namespace="test:truth")
+
+
+class Gate:
+    """A `Limiter` holding every caller until opened."""
+
+    current_rate = None
+    estimated_limit = None
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    def bind(self, clock: object) -> None:
+        pass
+
+    async def acquire(self, deadline: float | None = None) -> Gate:
+        self.waiting += 1
+        await self.opened.wait()
+        return self
+
+    waited = 0.0
+
+    def release(self, feedback: Feedback) -> None:
+        pass
+
+
+async def test_a_send_answered_while_closing_keeps_its_record(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """aclose() during a written send: the send ends with its ID, recorded."""
+    answer = asyncio.Event()
+    server.then(raw.hold(answer, raw.accepted(51)))
+    client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=None)
+    send = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k1"))
+    await eventually(lambda: len(server.received) == 1)
+
+    closing = asyncio.create_task(client.aclose())
+    await asyncio.sleep(0.02)
+    answer.set()
+    await closing
+
+    assert 51 == await send
+    record = await guard.lookup("k1")
+    assert record is not None
+    assert (SendState.SENT, 51) == (record.state, record.message_id)
+
+
+async def test_a_send_cut_off_by_closing_stays_unknown(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """aclose() cancelled with the send on the wire: unknown, never freed."""
+    server.then(raw.hang())
+    client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=None)
+    send = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k2"))
+    await eventually(lambda: len(server.received) == 1)
+
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.aclose(), 0.1)
+    with pytest.raises(OutcomeUnknownError):
+        await send
+
+    record = await guard.lookup("k2")
+    assert record is not None
+    assert SendState.UNKNOWN is record.state
+    async with AsyncViberClient(KEY, base_url=server.base_url) as again:
+        with pytest.raises(SendUnresolvedError):
+            await guard.send(again, MESSAGE, dedupe_key="k2")
+    assert 1 == len(server.received)
+
+
+async def test_a_send_stopped_before_writing_frees_its_key(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """aclose() while the send waits for the limiter: never sent, key free."""
+    gate = Gate()
+    client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=gate)
+    send = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k3"))
+    await eventually(lambda: gate.waiting == 1)
+
+    await client.aclose()
+
+    with pytest.raises(ClientClosedError):
+        await send
+    assert await guard.lookup("k3") is None
+    async with AsyncViberClient(KEY, base_url=server.base_url) as again:
+        assert 4242 == await guard.send(again, MESSAGE, dedupe_key="k3")
+    assert 1 == len(server.received)
+
+
+# -- lost replies -------------------------------------------------------------------
+
+CLAIM = b"$5\r\nclaim\r\n"  # the claim script's mode argument, as RESP sends it
+
+
+class ReplyEater:
+    """A TCP proxy to Redis that can swallow the reply to the next claim.
+
+    The command goes through (the claim lands in Redis); what Redis answers
+    on that connection is thrown away, as when a network drops a reply.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.armed = False
+        self.eaten = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    async def __aenter__(self) -> ReplyEater:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection(
+            "127.0.0.1", self.upstream_port
+        )
+        swallowing = asyncio.Event()
+
+        async def downstream() -> None:
+            while data := await up_reader.read(65536):
+                if swallowing.is_set():
+                    self.eaten += 1
+                    continue
+                writer.write(data)
+                await writer.drain()
+
+        pump = asyncio.create_task(downstream())
+        try:
+            while data := await reader.read(65536):
+                if self.armed and CLAIM in data:
+                    self.armed = False
+                    swallowing.set()
+                up_writer.write(data)
+                await up_writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+            for stream in (writer, up_writer):
+                stream.close()
+            self._tasks.discard(task)
+
+
+@pytest.fixture
+async def eater(redis_server: RedisServer) -> AsyncIterator[ReplyEater]:
+    async with ReplyEater(redis_server.port) as proxy:
+        yield proxy
+
+
+async def test_a_claim_whose_reply_is_lost_is_released(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """The claim landed, its reply did not: released, nothing sent, key free."""
+    flaky = Redis(host="127.0.0.1", port=eater.port, socket_timeout=0.3)
+    guard = SendOnceGuard(flaky, namespace="test:truth")
+    await guard.lookup("warm-up")  # loads the scripts: the claim runs at once
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        eater.armed = True
+        with pytest.raises(RedisUnavailableError):
+            await guard.send(client, MESSAGE, dedupe_key="k4")
+        assert eater.eaten >= 1
+        assert [] == server.received
+        assert (
+            await SendOnceGuard(redis_client, namespace="test:truth").lookup("k4")
+            is None
+        )
+
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="k4")
+    await flaky.aclose()
+    assert 1 == len(server.received)
+
+
+async def test_a_claim_retried_by_redis_py_is_still_its_own(
+    eater: ReplyEater, server: raw.RawServer
+) -> None:
+    """redis-py's own retries run the claim twice: the second finds it ours."""
+    retrying = Redis(
+        host="127.0.0.1",
+        port=eater.port,
+        socket_timeout=0.3,
+        retry=Retry(NoBackoff(), 3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    guard = SendOnceGuard(retrying, namespace="test:truth")
+    await guard.lookup("warm-up")
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        eater.armed = True
+        message_id = await guard.send(client, MESSAGE, dedupe_key="k5")
+    record = await guard.lookup("k5")
+    await retrying.aclose()
+
+    assert eater.eaten >= 1
+    assert 4242 == message_id
+    assert record is not None
+    assert SendState.SENT is record.state
+    assert 1 == len(server.received)

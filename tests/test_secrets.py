@@ -1,0 +1,212 @@
+"""The access key never shows on any failure path, however the error is looked at.
+
+Each failure is provoked for real by `tests.rawhttp.RawServer` (a malformed
+status line or header, timeouts, resets, closes, truncated and undecodable
+bodies, gateway statuses...), over the default transport and a user's
+`httpx.AsyncClient`. Each error is then scanned the ways users and their
+tools look at errors: ``str``/``repr``/attributes of every exception in its
+chain (causes and contexts), `traceback.format_exception`, logging with
+``%r`` and ``logger.exception``, and a rich traceback with ``show_locals``
+— aiohttp's exceptions and frames hold the request headers, so none of
+them may be reachable from the SDK's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+from rich.traceback import Traceback
+
+from decisiontelecom_viber import (
+    AsyncViberClient,
+    RateLimit,
+    RetryPolicy,
+    ViberError,
+    ViberMessage,
+)
+
+from . import rawhttp as raw
+from .servers import unused_port
+from .test_security import LOGGERS, assert_absent, forms, logged, shown
+
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-live-2b7d9e4f1a3c5e80"
+SECRETS = forms(KEY)
+MESSAGE = ViberMessage.transactional(sender="Acme", receiver="380501234567", text="x")
+TIMEOUT = httpx.Timeout(2.0, read=0.3)
+
+# name -> what the server does with the request
+SCRIPTS: dict[str, raw.Action] = {
+    "malformed status line": raw.raw(b"HTTP/1.1 ABC Not A Status\r\n\r\n"),
+    "malformed header": raw.raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nno colon here\r\n\r\n{}"
+    ),
+    "bad chunked body": raw.raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n"
+    ),
+    "truncated body": raw.raw(
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"message_id'
+    ),
+    "undecodable body": raw.compressed({"message_id": 1}, encoding="zstd"),
+    "read timeout": raw.hang(),
+    "reset after reading": raw.reset(after_reading=True),
+    "reset before reading": raw.reset(after_reading=False),
+    "closed after reading": raw.close(after_reading=True),
+    "closed before reading": raw.close(after_reading=False),
+    "gateway timeout": raw.respond(504, "<html>504</html>"),
+    "cloudflare 524": raw.respond(524, "origin timed out"),
+    "not found": raw.respond(404, "<html>404</html>"),
+    "garbled 2xx": raw.respond(200, "<html>hi</html>"),
+    "refused": raw.respond(
+        401, {"name": "Unauthorized", "message": "", "code": 0, "status": 401}
+    ),
+}
+
+
+def rich_text(error: BaseException) -> str:
+    """A rich traceback of *error* with every frame's locals, nothing truncated."""
+    console = Console(file=io.StringIO(), width=240, color_system=None)
+    console.print(
+        Traceback.from_exception(
+            type(error),
+            error,
+            error.__traceback__,
+            show_locals=True,
+            locals_max_length=10_000,
+            locals_max_string=100_000,
+            max_frames=1_000,
+        )
+    )
+    output = console.file
+    assert isinstance(output, io.StringIO)
+    return output.getvalue()
+
+
+def scan(error: BaseException, caplog: pytest.LogCaptureFixture) -> None:
+    """Every way of looking at *error*: none shows the key."""
+    log = logging.getLogger("app")
+    log.error("send failed: %r", error)
+    log.error("send failed: %s", error)
+    try:
+        raise error
+    except ViberError:
+        log.exception("send failed")
+    assert_absent(shown(error), *SECRETS)
+    assert_absent(rich_text(error), *SECRETS)
+    assert_absent(logged(caplog), *SECRETS)
+    # No exception of the HTTP stack is reachable from it (they hold the
+    # request headers): not as a cause, not as a context.
+    assert [] == [
+        type(linked).__module__
+        for linked in chain(error)
+        if type(linked).__module__.split(".")[0] in HTTP_STACK
+    ]
+
+
+HTTP_STACK = {"aiohttp", "httpx", "httpcore", "httpx_aiohttp", "h11", "anyio"}
+
+
+def chain(error: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo += [current.__cause__, current.__context__]
+    return found
+
+
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    return caplog
+
+
+@pytest.fixture(params=["default-transport", "user-http-client"])
+async def http_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "default-transport":
+        yield None
+    else:
+        async with httpx.AsyncClient(timeout=TIMEOUT) as user:
+            yield user
+
+
+async def failure(
+    call: Callable[[], Awaitable[object]],
+) -> BaseException:
+    try:
+        await call()
+    except ViberError as error:
+        return error
+    raise AssertionError("the call did not fail")
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS), ids=str)
+async def test_no_failure_of_the_exchange_shows_the_key(
+    name: str, http_client: Any, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """Each failure the server can cause: the error and every log stay clean."""
+    async with raw.RawServer(default=SCRIPTS[name]) as server:
+        options: dict[str, Any] = {"http_client": http_client}
+        if http_client is None:
+            options["timeout"] = TIMEOUT
+        async with AsyncViberClient(
+            KEY, base_url=server.base_url, rate_limit=None, retry=None, **options
+        ) as client:
+            error = await failure(lambda: client.send_message(MESSAGE))
+
+    scan(error, debug_logs)
+
+
+async def test_an_unreachable_api_does_not_show_the_key(
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Connection refused (never sent): the same scans."""
+    async with AsyncViberClient(
+        KEY, base_url=f"http://127.0.0.1:{unused_port()}/v1/api", retry=None
+    ) as client:
+        error = await failure(lambda: client.send_message(MESSAGE))
+
+    scan(error, debug_logs)
+
+
+async def test_deadlines_and_closing_do_not_show_the_key(
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """A trickled answer past the deadline, a deadline in the limiter, aclose."""
+    async with raw.RawServer(
+        default=raw.trickle(200, b'{"message_id": 1}', every=0.1)
+    ) as server:
+        client = AsyncViberClient(
+            KEY,
+            base_url=server.base_url,
+            rate_limit=RateLimit(rate=1, adaptive=False),
+            retry=RetryPolicy(timeout=0.6),
+        )
+        sends = [asyncio.create_task(client.send_message(MESSAGE)) for _ in "abc"]
+        errors = [
+            outcome
+            for outcome in await asyncio.gather(*sends, return_exceptions=True)
+            if isinstance(outcome, BaseException)
+        ]
+        later = asyncio.create_task(client.send_message(MESSAGE))
+        await asyncio.sleep(0.05)
+        await client.aclose()
+        errors.append(await failure(lambda: later))
+
+    kinds = {type(error).__name__ for error in errors}
+    assert {"OutcomeUnknownError", "DeadlineExceededError"} <= kinds
+    for error in errors:
+        scan(error, debug_logs)
