@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -51,6 +58,7 @@ from ._transport import (
     Exchange,
     TransportExchange,
     build_default_transport,
+    close_with_loop,
     environment_proxy,
 )
 from ._wire import (
@@ -134,6 +142,7 @@ class AsyncViberClient:
         "_closed",
         "_exchange",
         "_limiter",
+        "_loop_sentinel",
         "_owns_exchange",
         "_pipeline",
         "_retrier",
@@ -219,7 +228,9 @@ class AsyncViberClient:
             ),
             clock=self._clock,
             tally=self._tally,
+            on_bind=self._bound if self._owns_exchange else None,
         )
+        self._loop_sentinel: AsyncGenerator[None, None] | None = None
         root = self._base_url.path
         self._send_op = Operation(
             "send_message",
@@ -322,8 +333,15 @@ class AsyncViberClient:
             if self._pipeline.owns_current_loop():
                 await self._pipeline.close()
         finally:
+            sentinel, self._loop_sentinel = self._loop_sentinel, None
+            if sentinel is not None and self._pipeline.owns_current_loop():
+                await sentinel.aclose()  # closes the exchange
             if self._owns_exchange:
                 await self._exchange.aclose()
+
+    def _bound(self) -> None:
+        # The pool belongs to this loop now: close it when the loop shuts down.
+        self._loop_sentinel = close_with_loop(self._exchange)
 
     async def send_message(self, message: MessageLike) -> int:
         """Send one message and return its message ID.

@@ -27,7 +27,7 @@ import asyncio
 import enum
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 import attrs
@@ -109,7 +109,14 @@ class Phase(enum.Enum):
 class Call:
     """One call in flight, as the pipeline and `aclose` see it."""
 
-    __slots__ = ("aborted", "first_permit", "maybe_processed", "phase", "task")
+    __slots__ = (
+        "aborted",
+        "first_granted_at",
+        "first_permit",
+        "maybe_processed",
+        "phase",
+        "task",
+    )
 
     def __init__(self, task: asyncio.Task[object] | None) -> None:
         self.task = task
@@ -117,6 +124,7 @@ class Call:
         self.aborted = False
         # A bulk item's first permit, taken before its deadline starts.
         self.first_permit: Permit | None = None
+        self.first_granted_at = 0.0
         # An earlier attempt of this call may have been processed (only
         # after retrying an unknown outcome, which a policy must opt into).
         self.maybe_processed = False
@@ -133,6 +141,7 @@ class Pipeline:
         timeout: Per-attempt timeouts.
         clock: The client's clock.
         tally: The client's counters.
+        on_bind: Called in the event loop of the first call, once bound.
     """
 
     def __init__(
@@ -145,7 +154,9 @@ class Pipeline:
         timeout: httpx.Timeout,
         clock: Clock,
         tally: Tally,
+        on_bind: Callable[[], object] | None = None,
     ) -> None:
+        self._on_bind = on_bind
         self._exchange = exchange
         self._limiter = limiter
         self._retrier = retrier
@@ -181,7 +192,9 @@ class Pipeline:
                 # A bulk item's deadline starts when the limiter first lets
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
+                started = self._clock.monotonic()
                 call.first_permit = await self._limiter.acquire(None)
+                call.first_granted_at = started + call.first_permit.waited
                 if call.first_permit.waited:
                     self._count_wait(call.first_permit.waited)
             return await self._retrier.call(
@@ -215,18 +228,21 @@ class Pipeline:
         clock = self._clock
         write_by = self._retrier.write_by(deadline)
         permit, call.first_permit = call.first_permit, None
+        # When the limiter let the request go (not when this task resumed):
+        # the limiter judges feedback stale or fresh by it.
+        sent_at = call.first_granted_at if permit is not None else clock.monotonic()
         limiter = self._limiter
         if permit is None and limiter is not None:
             permit = await limiter.acquire(write_by)
+            sent_at += permit.waited
             if permit.waited:
                 self._count_wait(permit.waited)
-        sent_at = clock.monotonic()
         status: int | None = None
         headers: httpx.Headers | None = None
         limited: RateLimitError | None = None
         try:
             self._check_writable()
-            if write_by is not None and sent_at > write_by:
+            if write_by is not None and clock.monotonic() > write_by:
                 raise DeadlineExceededError("the rate limiter")
             request = httpx.Request(
                 "POST",
@@ -371,6 +387,8 @@ class Pipeline:
             ) from None
         if self._loop is None:
             self._loop = loop
+            if self._on_bind is not None:
+                self._on_bind()
         elif loop is not self._loop:
             raise ConfigurationError(
                 "this AsyncViberClient is bound to another event loop (its "

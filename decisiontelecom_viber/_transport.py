@@ -26,10 +26,11 @@ otherwise from the httpx class (`never_sent`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Protocol
 
 import aiohttp
@@ -44,6 +45,7 @@ __all__ = [
     "Exchange",
     "TransportExchange",
     "build_default_transport",
+    "close_with_loop",
     "environment_proxy",
     "never_sent",
     "translate_error",
@@ -80,10 +82,11 @@ class Exchange(Protocol):
 class TransportExchange:
     """Sends through a transport the SDK built and owns."""
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_closed", "_transport")
 
     def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
         self._transport = transport
+        self._closed = False
 
     @property
     def transport(self) -> httpx.AsyncBaseTransport:
@@ -110,8 +113,10 @@ class TransportExchange:
         raise failure from None
 
     async def aclose(self) -> None:
-        """Close the transport and its connections."""
-        await self._transport.aclose()
+        """Close the transport and its connections (once)."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
 
 
 class ClientExchange:
@@ -140,6 +145,29 @@ class ClientExchange:
 
     async def aclose(self) -> None:
         """Do nothing: the user owns the client."""
+
+
+async def _closing_with_the_loop(exchange: Exchange) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await exchange.aclose()
+
+
+def close_with_loop(exchange: Exchange) -> AsyncGenerator[None, None]:
+    """Have the running event loop close *exchange* when it shuts down.
+
+    The connections of the default transport belong to one event loop. A
+    client made at import time and used with ``asyncio.run`` leaves them
+    open when that loop closes; started here, this async generator is
+    finalized by ``loop.shutdown_asyncgens()`` (which ``asyncio.run`` and
+    ``asyncio.Runner`` call), and closes them then. Keep a reference to it.
+    """
+    sentinel = _closing_with_the_loop(exchange)
+    step = sentinel.__anext__()  # registers it with the running loop
+    with contextlib.suppress(StopIteration):
+        step.send(None)
+    return sentinel
 
 
 def _answer_of(response: httpx.Response) -> Answer:

@@ -1,4 +1,4 @@
-"""Every outcome true on every path, against a server that does exactly what each test says.
+"""Every outcome true on every path, against a server doing exactly what tests say.
 
 The server is `tests.rawhttp.RawServer`: raw HTTP/1.1 over loopback, each
 answer scripted byte for byte. A request it has read in full is one the API
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -441,19 +442,46 @@ async def test_an_unexpected_exception_of_a_users_client_is_unknown(
 
 
 def test_a_client_from_another_event_loop_refuses_before_sending() -> None:
-    """Made at import time, used with asyncio.run twice: call 2 sends nothing."""
-    with raw.ThreadedRawServer() as server:
+    """Made at import time, used with asyncio.run twice: call 2 sends nothing.
+
+    Its connections closed with the first loop (no socket is leaked), and
+    the second call says what to do instead of failing inside aiohttp.
+    """
+    with (
+        raw.ThreadedRawServer() as server,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
         client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=None)
 
         first = asyncio.run(client.send_message(MESSAGE))
         with pytest.raises(ConfigurationError, match="another event loop"):
             asyncio.run(client.send_message(MESSAGE))
-        closed_elsewhere = asyncio.run(client.aclose())
+        asyncio.run(client.aclose())
+        del client
+        gc.collect()
 
-        assert 4242 == first
-        assert closed_elsewhere is None
-        assert 1 == len(server.received)
-    assert client.is_closed
+    assert 4242 == first
+    assert 1 == len(server.received)
+    assert [] == [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_client_used_in_one_asyncio_run_is_closed_with_its_loop() -> None:
+    """asyncio.run ends the loop; the loop's shutdown closes the client's pool."""
+    with (
+        raw.ThreadedRawServer() as server,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+
+        async def main() -> int:
+            client = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=None)
+            return await client.send_message(MESSAGE)  # never closed
+
+        assert 4242 == asyncio.run(main())
+        gc.collect()
+
+    assert [] == [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 # -- 10. abandoned streams ---------------------------------------------------------
@@ -485,9 +513,9 @@ async def test_an_abandoned_stream_stops_sending(
     await eventually(lambda: len(server.received) == 4)
     answer.set()
     await consumer
+    del consumer
     with pytest.warns(ResourceWarning, match="dropped while sending"):
-        del stream, consumer
-        gc.collect()
+        del stream
     await eventually(lambda: not workers_alive())
     received = len(server.received)
     await asyncio.sleep(0.05)
@@ -517,6 +545,6 @@ async def test_only_encodings_that_can_be_decoded_are_asked_for(
         token.strip()
         for token in server.received[0].headers["accept-encoding"].split(",")
     }
-    decodable = set(httpx._decoders.SUPPORTED_DECODERS)  # noqa: SLF001
+    decodable = set(httpx._decoders.SUPPORTED_DECODERS)
     assert asked <= decodable
     assert "gzip" in asked

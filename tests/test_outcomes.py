@@ -88,7 +88,7 @@ def test_every_status_of_a_send(kind: str) -> None:
             decode_send_response(
                 http_status, HEADERS, body_for(http_status, kind), now=NOW
             )
-        except Exception as error:  # noqa: BLE001 - classified below
+        except Exception as error:
             got: Verdict | None = verdict(error)
         else:
             got = None
@@ -153,7 +153,7 @@ def test_status_lookups_retry_whatever_may_be_transient() -> None:
     for http_status in range(300, 600):
         try:
             decode_status_response(http_status, HEADERS, b"", now=NOW)
-        except Exception as error:  # noqa: BLE001 - classified below
+        except Exception as error:
             if should_retry(error, idempotent=True, retry_unknown_outcome=False):
                 retried.append(http_status)
 
@@ -299,7 +299,7 @@ def test_each_aiohttp_error_raw_and_as_httpx_aiohttp_maps_it(
     try:
         with map_aiohttp_exceptions():
             raise error
-    except BaseException as mapped:  # noqa: BLE001 - the mapped exception
+    except BaseException as mapped:
         seen = mapped
 
     assert isinstance(seen, httpx.HTTPError) or seen is error
@@ -415,7 +415,7 @@ def test_every_public_exception_pickles(name: str) -> None:
     error = SAMPLES[name]
     error.cause_type = "ServerDisconnectedError"  # type: ignore[attr-defined]
 
-    copy: Any = pickle.loads(pickle.dumps(error))
+    copy: Any = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
 
     assert type(error) is type(copy)
     assert str(error) == str(copy)
