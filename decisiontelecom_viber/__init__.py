@@ -33,6 +33,7 @@ from ._errors import DeadlineExceededError as DeadlineExceededError
 from ._errors import GatewayTimeoutError as GatewayTimeoutError
 from ._errors import InsufficientBalanceError as InsufficientBalanceError
 from ._errors import InvalidParameterError as InvalidParameterError
+from ._errors import LimiterError as LimiterError
 from ._errors import OutcomeUnknownError as OutcomeUnknownError
 from ._errors import RateLimitError as RateLimitError
 from ._errors import ServerError as ServerError
@@ -87,6 +88,7 @@ __all__ = [
     "InsufficientBalanceError",
     "InvalidParameterError",
     "Limiter",
+    "LimiterError",
     "MessageHandler",
     "MessageLike",
     "MessageReceipt",

@@ -6,6 +6,7 @@ ViberError
 ├── ValidationError         invalid message or argument; nothing sent (ValueError)
 ├── ClientClosedError       closed before the request was written (RuntimeError)
 ├── DeadlineExceededError   the deadline passed before writing (TimeoutError)
+├── LimiterError            a custom rate limiter failed; nothing sent
 ├── StatusTimeoutError      wait_for_status saw no final status in time (TimeoutError)
 ├── APIError                the API answered with an error
 │   ├── AuthenticationError         401/403: wrong or missing access key
@@ -51,6 +52,7 @@ __all__ = [
     "GatewayTimeoutError",
     "InsufficientBalanceError",
     "InvalidParameterError",
+    "LimiterError",
     "OutcomeUnknownError",
     "RateLimitError",
     "ServerError",
@@ -139,6 +141,14 @@ class DeadlineExceededError(ViberError, TimeoutError):
             f"the call's deadline passed while waiting for {waited}; nothing was sent"
         )
         self.waited = waited
+
+
+class LimiterError(ViberError):
+    """The rate limiter failed (a bug in a custom `Limiter`); nothing was sent.
+
+    The limiter's exception is the ``__cause__`` (a limiter never sees the
+    request, so it holds no credentials).
+    """
 
 
 class StatusTimeoutError(ViberError, TimeoutError):

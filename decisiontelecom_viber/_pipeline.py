@@ -39,6 +39,7 @@ from ._errors import (
     ClientClosedError,
     ConfigurationError,
     DeadlineExceededError,
+    LimiterError,
     OutcomeUnknownError,
     RateLimitError,
     ViberError,
@@ -193,7 +194,7 @@ class Pipeline:
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await self._limiter.acquire(None)
+                call.first_permit = await _acquire(self._limiter, None)
                 call.first_granted_at = started + call.first_permit.waited
                 if call.first_permit.waited:
                     self._count_wait(call.first_permit.waited)
@@ -233,7 +234,7 @@ class Pipeline:
         sent_at = call.first_granted_at if permit is not None else clock.monotonic()
         limiter = self._limiter
         if permit is None and limiter is not None:
-            permit = await limiter.acquire(write_by)
+            permit = await _acquire(limiter, write_by)
             sent_at += permit.waited
             if permit.waited:
                 self._count_wait(permit.waited)
@@ -426,6 +427,19 @@ class Pipeline:
             while self._writing:
                 self._idle.clear()
                 await self._idle.wait()
+
+
+async def _acquire(limiter: Limiter, deadline: float | None) -> Permit:
+    """A permit from *limiter*; its own failure is a `LimiterError` (never sent)."""
+    try:
+        return await limiter.acquire(deadline)
+    except ViberError:
+        raise
+    except Exception as error:
+        name = type(error).__name__
+        raise LimiterError(
+            f"the rate limiter failed ({name}); nothing was sent"
+        ) from error
 
 
 def _take_cancel(task: asyncio.Task[object] | None) -> bool:

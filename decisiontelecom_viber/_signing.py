@@ -270,7 +270,15 @@ class CallbackSigner:
         if self._unsigned is not None:
             return self._unsigned
         key = self._key or b""  # set whenever _unsigned is None
-        reference = self._reference(message) if self._reference else None
+        reference = None
+        if self._reference is not None:
+            try:
+                reference = self._reference(message)
+            except Exception as error:
+                # Your function's failure, before anything was sent.
+                raise ValidationError(
+                    "callback_reference", f"raised {type(error).__name__}"
+                ) from error
         return signed_callback_url(self._url, key, reference=reference)
 
     def attach(self, message: ViberMessage) -> ViberMessage:

@@ -28,12 +28,14 @@ from decisiontelecom_viber import (
     Feedback,
     GatewayTimeoutError,
     InvalidParameterError,
+    LimiterError,
     OutcomeUnknownError,
     RateLimit,
     RateLimitError,
     RetryPolicy,
     SendOutcome,
     UnexpectedResponseError,
+    ValidationError,
     ViberMessage,
 )
 
