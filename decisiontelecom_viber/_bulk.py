@@ -42,6 +42,17 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+def check_interval(interval: object) -> float:
+    """Return *interval* if it is a number >= 0, else raise `ValidationError`."""
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not interval >= 0
+    ):
+        raise ValidationError("progress_interval", "must be a number >= 0")
+    return float(interval)
+
+
 def check_concurrency(concurrency: object) -> int:
     """Return *concurrency* if it is a positive int, else raise `ValidationError`."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int):
@@ -60,16 +71,18 @@ class _Source(Generic[Item]):
 
     __slots__ = ("_aiter", "_done", "_index", "_iter", "_lock", "error")
 
-    def __init__(self, items: Iterable[Item] | AsyncIterable[Item]) -> None:
+    def __init__(
+        self, items: Iterable[Item] | AsyncIterable[Item], name: str = "items"
+    ) -> None:
         self._aiter: AsyncIterator[Item] | None = None
         self._iter: Iterator[Item] | None = None
         given = cast(object, items)  # callers may pass anything at run time
         if isinstance(given, AsyncIterable):
             self._aiter = aiter(given)
         elif isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
-            raise TypeError(
-                "expected an iterable or async iterable of messages, "
-                f"not {type(items).__name__}"
+            raise ValidationError(
+                name,
+                f"must be an iterable or async iterable, not {type(items).__name__}",
             )
         else:
             self._iter = iter(given)
@@ -135,15 +148,16 @@ class _Engine(Generic[Result]):
         ordered: bool,
         on_progress: ProgressCallback | None,
         progress_interval: float,
+        name: str,
     ) -> None:
         self.concurrency = check_concurrency(concurrency)
-        self.source: _Source[Any] = _Source(items)
+        self.progress_interval = check_interval(progress_interval)
+        self.source: _Source[Any] = _Source(items, name)
         self.process = process
         self.ordered = ordered
         self.outcome = outcome
         self.clock = clock
         self.on_progress = on_progress
-        self.progress_interval = progress_interval
         self.tally = Tally()
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.total = 0
@@ -153,6 +167,7 @@ class _Engine(Generic[Result]):
         self.crash: Exception | None = None
         self.workers: list[tuple[asyncio.Task[None], WorkerContext]] = []
         self.stopping = False
+        self.unconsumed: list[Result] = []
 
     @property
     def running(self) -> bool:
@@ -202,7 +217,7 @@ class _Engine(Generic[Result]):
         self.stopping = True
         for task, context in self.workers:
             context.stopping = True
-            if not context.writing and not task.done():
+            if not context.on_the_wire and not task.done():
                 task.cancel()
 
     async def run(self) -> AsyncGenerator[Result, None]:
@@ -251,6 +266,23 @@ class _Engine(Generic[Result]):
             await asyncio.gather(
                 *(task for task, _ in self.workers), return_exceptions=True
             )
+            self._keep_unconsumed(results, pending)
+
+    def _keep_unconsumed(
+        self,
+        results: asyncio.Queue[tuple[int, Result] | None],
+        pending: dict[int, Result],
+    ) -> None:
+        """Keep (and count) the results ready but never handed to the consumer."""
+        left = list(pending.items())
+        while not results.empty():
+            got = results.get_nowait()
+            if got is not None:
+                left.append(got)
+        for _, result in sorted(left, key=lambda pair: pair[0]):
+            self.outcomes[self.outcome(result)] += 1
+            self.total += 1
+            self.unconsumed.append(result)
 
     async def _work(
         self,
@@ -305,6 +337,7 @@ class ResultStream(Generic[Result]):
         ordered: bool = False,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        name: str = "items",
     ) -> None:
         self._engine: _Engine[Result] = _Engine(
             items,
@@ -315,6 +348,7 @@ class ResultStream(Generic[Result]):
             ordered=ordered,
             on_progress=on_progress,
             progress_interval=progress_interval,
+            name=name,
         )
         self._agen = self._engine.run()
         self._closed = False
@@ -335,8 +369,23 @@ class ResultStream(Generic[Result]):
 
     @property
     def summary(self) -> BulkSummary:
-        """Counts so far; final once the stream is exhausted (``done``)."""
+        """Counts so far; final once the stream is exhausted (``done``).
+
+        After an early `aclose`, it also counts the items that finished while
+        closing (see `unconsumed`).
+        """
         return self._engine.summary()
+
+    @property
+    def unconsumed(self) -> list[Result]:
+        """Results that were ready, or finished while closing, but never yielded.
+
+        When you leave the loop early, the requests already on the wire
+        finish during `aclose`: their results (message IDs included) are
+        here, in input order, so that no send the API accepted goes
+        unreported.
+        """
+        return list(self._engine.unconsumed)
 
     def __aiter__(self) -> ResultStream[Result]:
         return self

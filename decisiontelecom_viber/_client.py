@@ -34,7 +34,9 @@ from ._constants import (
     SEND_PATH,
     STATUS_PATH,
 )
+from ._credentials import resolve_credentials
 from ._errors import ClientClosedError, ConfigurationError, ValidationError
+from ._exchange import ClientExchange, Exchange, TransportExchange, close_with_loop
 from ._limits import Limiter, RateLimit
 from ._metrics import ClientMetrics, Tally
 from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
@@ -42,9 +44,7 @@ from ._options import (
     DEFAULT,
     DEFAULT_TIMEOUT,
     Default,
-    auth_headers,
     coerce_message,
-    resolve_access_key,
     resolve_base_url,
     resolve_limiter,
     resolve_timeout,
@@ -53,14 +53,7 @@ from ._pipeline import Operation, Pipeline
 from ._polling import poll_until_final
 from ._retry import Retrier, RetryHook, RetryPolicy
 from ._signing import CallbackSigner
-from ._transport import (
-    ClientExchange,
-    Exchange,
-    TransportExchange,
-    build_default_transport,
-    close_with_loop,
-    environment_proxy,
-)
+from ._transport import build_default_transport, environment_proxy
 from ._wire import (
     decode_send_response,
     decode_status_response,
@@ -170,6 +163,13 @@ class AsyncViberClient:
         callback_reference: Callable[[ViberMessage], str | None] | None = None,
         clock: Clock | None = None,
     ) -> None:
+        # The key leaves this frame at once: an error raised later in it
+        # would otherwise show the key to a traceback rendering its locals.
+        resolved = resolve_credentials(access_key)
+        del access_key
+        if isinstance(resolved, ConfigurationError):
+            raise resolved
+        credentials = resolved
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self._base_url = resolve_base_url(
@@ -188,9 +188,6 @@ class AsyncViberClient:
             paced=self._limiter is not None,
             tally=self._tally,
         )
-        headers = auth_headers(
-            resolve_access_key(access_key), http_client.headers if http_client else None
-        )
         if http_client is not None:
             if proxy is not DEFAULT or verify is not True:
                 raise ConfigurationError(
@@ -199,7 +196,7 @@ class AsyncViberClient:
                 )
             if isinstance(timeout, Default):
                 timeout = http_client.timeout
-            self._exchange: Exchange = ClientExchange(http_client)
+            self._exchange: Exchange = ClientExchange(http_client, credentials.scrub)
             self._owns_exchange = False
         else:
             check_max_connections(max_connections)
@@ -213,14 +210,16 @@ class AsyncViberClient:
                         if isinstance(proxy, Default)
                         else proxy
                     ),
-                )
+                ),
+                credentials.scrub,
             )
             self._owns_exchange = True
         self._pipeline = Pipeline(
             exchange=self._exchange,
             limiter=self._limiter,
             retrier=self._retrier,
-            headers=headers,
+            credentials=credentials,
+            headers=credentials.headers(http_client.headers if http_client else None),
             timeout=(
                 DEFAULT_TIMEOUT
                 if isinstance(timeout, Default)
@@ -326,18 +325,19 @@ class AsyncViberClient:
         If `aclose` itself is cancelled, the pool is closed at once and the
         calls still on the wire end in `OutcomeUnknownError`.
         """
-        if self._closed:
-            return
+        first = not self._closed
         self._closed = True
         try:
             if self._pipeline.owns_current_loop():
+                # A second aclose() waits for the first one's calls too.
                 await self._pipeline.close()
         finally:
-            sentinel, self._loop_sentinel = self._loop_sentinel, None
-            if sentinel is not None and self._pipeline.owns_current_loop():
-                await sentinel.aclose()  # closes the exchange
-            if self._owns_exchange:
-                await self._exchange.aclose()
+            if first:
+                sentinel, self._loop_sentinel = self._loop_sentinel, None
+                if sentinel is not None and self._pipeline.owns_current_loop():
+                    await sentinel.aclose()  # closes the exchange
+                if self._owns_exchange:
+                    await self._exchange.aclose()
 
     def _bound(self) -> None:
         # The pool belongs to this loop now: close it when the loop shuts down.
@@ -434,6 +434,7 @@ class AsyncViberClient:
             clock=self._clock,
             on_progress=on_progress,
             progress_interval=progress_interval,
+            name="messages",
         )
 
     def get_message_statuses(
@@ -461,6 +462,7 @@ class AsyncViberClient:
             clock=self._clock,
             on_progress=on_progress,
             progress_interval=progress_interval,
+            name="message_ids",
         )
 
     async def wait_for_status(
@@ -489,6 +491,8 @@ class AsyncViberClient:
         Raises:
             StatusTimeoutError: No final status within *timeout* (it carries
                 the last receipt).
+            ValidationError: *message_id*, *timeout* or a poll interval is
+                invalid.
         """
         message_id = _check_message_id(message_id)
         return await poll_until_final(

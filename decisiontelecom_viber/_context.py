@@ -3,15 +3,21 @@
 A `ResultStream` worker sets `worker` once, in its own task. Every call made
 in that task — through any public method of the client, so `SendOnceGuard`
 too — then counts its attempts, retries and limiter waits into the stream's
-`Tally`, says whether it has a request on the wire (``writing``), and stops
-before writing anything once the stream is closed (``stopping``).
+`Tally`, shows which call it is running (``call``: whether its request may
+be on the wire), and stops before writing anything once the stream is closed
+(``stopping``).
 """
 
 from __future__ import annotations
 
 import contextvars
+from typing import TYPE_CHECKING
 
 from ._metrics import Tally
+
+
+if TYPE_CHECKING:
+    from ._calls import Call
 
 
 __all__ = ["WorkerContext", "worker"]
@@ -22,16 +28,21 @@ class WorkerContext:
 
     Attributes:
         tally: The stream's counters.
-        writing: Requests of this worker on the wire now (0 or 1).
+        call: The call the worker is running, if any.
         stopping: The stream was closed: write nothing more.
     """
 
-    __slots__ = ("stopping", "tally", "writing")
+    __slots__ = ("call", "stopping", "tally")
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
-        self.writing = 0
+        self.call: Call | None = None
         self.stopping = False
+
+    @property
+    def on_the_wire(self) -> bool:
+        """Whether the worker's current request may have left the process."""
+        return self.call is not None and self.call.may_be_on_the_wire
 
 
 worker: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import os
 from collections.abc import Mapping
 from typing import Final
 
@@ -12,7 +10,6 @@ import httpx
 
 from ._clock import Clock
 from ._constants import (
-    ACCESS_KEY_ENV,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_POOL_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -21,16 +18,13 @@ from ._errors import ConfigurationError, ValidationError
 from ._limits import Limiter, RateLimit
 from ._models import ViberMessage
 from ._ratelimit import AdaptiveLimiter
-from ._version import user_agent
 
 
 __all__ = [
     "DEFAULT",
     "DEFAULT_TIMEOUT",
     "Default",
-    "auth_headers",
     "coerce_message",
-    "resolve_access_key",
     "resolve_base_url",
     "resolve_limiter",
     "resolve_timeout",
@@ -51,23 +45,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(
     connect=DEFAULT_CONNECT_TIMEOUT,
     pool=DEFAULT_POOL_TIMEOUT,
 )
-
-
-def resolve_access_key(access_key: str | None) -> str:
-    key: object = (
-        access_key if access_key is not None else os.environ.get(ACCESS_KEY_ENV)
-    )
-    if not key:
-        raise ConfigurationError(
-            "no DecisionTelecom access key: pass AsyncViberClient(access_key=...) "
-            f"or set the {ACCESS_KEY_ENV} environment variable "
-            "(your account manager issues the key)"
-        )
-    if not isinstance(key, str) or key != key.strip() or "\n" in key:
-        raise ConfigurationError(
-            "the access key must be a string without surrounding whitespace"
-        )
-    return key
 
 
 def _is_loopback(host: str) -> bool:
@@ -104,28 +81,6 @@ def coerce_message(item: object) -> ViberMessage:
         "message",
         f"must be a ViberMessage or a mapping of its fields, not {type(item).__name__}",
     )
-
-
-def auth_headers(access_key: str, base: Mapping[str, str] | None) -> httpx.Headers:
-    """Request headers: *base* (a user client's defaults), then ours.
-
-    The Authorization header holds the key; httpx masks it in reprs.
-    """
-    token = base64.b64encode(access_key.encode()).decode("ascii")
-    headers = httpx.Headers(base)
-    headers.update(
-        {
-            "Authorization": f"Basic {token}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            # Only what httpx always decodes: left to aiohttp, the header
-            # names every codec aiohttp has (zstd with aiohttp[speedups]),
-            # and httpx cannot read a zstd answer without `zstandard`.
-            "Accept-Encoding": "gzip, deflate",
-            "User-Agent": user_agent(),
-        }
-    )
-    return headers
 
 
 def resolve_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:

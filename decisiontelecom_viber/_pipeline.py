@@ -7,24 +7,25 @@ One attempt runs, in this order and nowhere else:
 2. **refuse** to send when the write-by time has passed or the client was
    closed meanwhile (`DeadlineExceededError`, `ClientClosedError`: nothing
    was written, so the message is certainly not sent);
-3. **build** the `httpx.Request`, its timeouts cut to the time left;
-4. **exchange** it — the only step after which the API may have the
-   message — bounded as a whole by the deadline (past it:
-   `OutcomeUnknownError`), foreign errors translated inside the exchange;
-5. **decode** the answer (`_wire`);
+3. **build** the `httpx.Request`: waiting for a connection and connecting
+   may last until the write-by time, the answer until the deadline;
+4. **exchange** it, bounded as a whole by the deadline. With the default
+   transport the pipeline learns the moment a connection is handed to the
+   request (`_transport.wire_signal`): only from then on may the API have
+   the message; a failure before it is a never-sent `APIConnectionError`;
+5. **decode** the answer (`_wire`), and scrub the credentials from any
+   error (a server may echo the request);
 6. **release** the permit with what the answer said; a limiter failing here
    is logged and never replaces the outcome.
 
 ``Retrier.call`` runs attempts until one succeeds or may not be retried.
-The pipeline knows at every moment whether a call has anything on the wire:
-`AsyncViberClient.aclose` aborts the calls that have not (they raise
-`ClientClosedError`) and waits for those that have.
+`Calls` knows which calls have a request on the wire; `close` aborts the
+others (`ClientClosedError`) and waits for those.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import sys
 from collections.abc import Callable, Mapping
@@ -33,9 +34,12 @@ from typing import Generic, Protocol, TypeVar
 import attrs
 import httpx
 
+from ._calls import Call, Calls
 from ._clock import Clock
 from ._context import worker
+from ._credentials import Credentials
 from ._errors import (
+    APIConnectionError,
     ClientClosedError,
     ConfigurationError,
     DeadlineExceededError,
@@ -44,11 +48,18 @@ from ._errors import (
     RateLimitError,
     ViberError,
 )
-from ._limits import Feedback, Limiter, Permit, parse_rate_limit_headers
+from ._exchange import Answer, Exchange
+from ._limits import (
+    Feedback,
+    Limiter,
+    Permit,
+    RateLimitHeaders,
+    parse_rate_limit_headers,
+)
 from ._metrics import Tally
 from ._outcomes import Verdict, verdict
 from ._retry import Retrier
-from ._transport import Answer, Exchange
+from ._transport import wire_signal
 
 
 if sys.version_info >= (3, 11):
@@ -64,6 +75,11 @@ logger = logging.getLogger("decisiontelecom_viber")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
+# Once the request is written, the call's deadline is enforced a little
+# after the attempt's own timeouts, so that those (more precise) fire first.
+_DEADLINE_GRACE = 0.05
+_DEADLINE_PASSED = "the call's deadline passed while waiting for the answer"
+
 
 class Decoder(Protocol[T_co]):
     """Turns an answer into a call's value, or raises the error it carries."""
@@ -72,13 +88,6 @@ class Decoder(Protocol[T_co]):
         self, http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
     ) -> T_co:
         """Decode one answer; *now* is the wall time (for HTTP dates)."""
-
-
-# Once the request is written, the call's deadline is enforced a little
-# after the attempt's own (connect, pool) timeouts, so that those fire first
-# and a request that never left is still known as never sent.
-_DEADLINE_GRACE = 0.05
-_ABORTED = "the client is closing"
 
 
 @attrs.frozen
@@ -98,39 +107,6 @@ class Operation(Generic[T]):
     decode: Decoder[T]
 
 
-class Phase(enum.Enum):
-    """Where a call stands."""
-
-    WAITING = "waiting"
-    """Nothing of the current attempt written: limiter, backoff, building."""
-    WRITING = "writing"
-    """Exchanging: the API may have the request."""
-
-
-class Call:
-    """One call in flight, as the pipeline and `aclose` see it."""
-
-    __slots__ = (
-        "aborted",
-        "first_granted_at",
-        "first_permit",
-        "maybe_processed",
-        "phase",
-        "task",
-    )
-
-    def __init__(self, task: asyncio.Task[object] | None) -> None:
-        self.task = task
-        self.phase = Phase.WAITING
-        self.aborted = False
-        # A bulk item's first permit, taken before its deadline starts.
-        self.first_permit: Permit | None = None
-        self.first_granted_at = 0.0
-        # An earlier attempt of this call may have been processed (only
-        # after retrying an unknown outcome, which a policy must opt into).
-        self.maybe_processed = False
-
-
 class Pipeline:
     """Runs calls: the attempts, their order, and what "written" means.
 
@@ -138,6 +114,7 @@ class Pipeline:
         exchange: Sends a request and reads its answer.
         limiter: Paces attempts (None: not limited).
         retrier: Runs attempts under the retry policy.
+        credentials: The access key (headers, and scrubbing of errors).
         headers: Request headers (the credentials among them).
         timeout: Per-attempt timeouts.
         clock: The client's clock.
@@ -151,6 +128,7 @@ class Pipeline:
         exchange: Exchange,
         limiter: Limiter | None,
         retrier: Retrier,
+        credentials: Credentials,
         headers: httpx.Headers,
         timeout: httpx.Timeout,
         clock: Clock,
@@ -161,67 +139,53 @@ class Pipeline:
         self._exchange = exchange
         self._limiter = limiter
         self._retrier = retrier
+        self._credentials = credentials
         self._headers = headers
         self._timeout_ext = timeout.as_dict()
-        self._timeout_max = max(
-            (t for t in self._timeout_ext.values() if t is not None), default=0.0
-        )
         self._clock = clock
         self._tally = tally
-        self._calls: set[Call] = set()
-        self._writing = 0
-        self._idle: asyncio.Event | None = None
-        self._closed = False
+        self._calls = Calls()
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the pipeline's transport is bound to, once used."""
-        return self._loop
 
     # -- calls ------------------------------------------------------------------
 
     async def run(self, operation: Operation[T], body: bytes) -> T:
         """Run one call: attempts under the retry policy, until an outcome."""
         self._check_loop()
-        if self._closed:
+        if self._calls.closed:
             raise ClientClosedError
-        call = Call(asyncio.current_task())
-        self._calls.add(call)
+        call = self._calls.start()
         try:
             if self._limiter is not None and worker.get() is not None:
                 # A bulk item's deadline starts when the limiter first lets
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await _acquire(self._limiter, None)
+                call.first_permit = await self._acquire(None)
                 call.first_granted_at = started + call.first_permit.waited
-                if call.first_permit.waited:
-                    self._count_wait(call.first_permit.waited)
             return await self._retrier.call(
                 lambda deadline: self._attempt(operation, body, deadline, call),
                 name=operation.name,
                 idempotent=operation.idempotent,
             )
         except asyncio.CancelledError:
-            if call.aborted and _take_cancel(call.task):
-                raise ClientClosedError from None
-            raise
+            if not (call.aborted and self._calls.take_cancel(call)):
+                raise
+            failure: ViberError = ClientClosedError()
         except ViberError as error:
-            if call.maybe_processed and verdict(error) is not Verdict.UNKNOWN:
-                # The last attempt failed for sure, but an earlier one may
-                # have been processed: the call's outcome is unknown.
-                raise OutcomeUnknownError(
-                    f"an earlier attempt may have been processed; the last "
-                    f"failed with {type(error).__name__}"
-                ) from None
-            raise
+            failure = error
         finally:
-            self._calls.discard(call)
+            self._calls.finish(call)
             if call.first_permit is not None:  # aborted before its attempt
-                self._release(
-                    call.first_permit, self._clock.monotonic(), None, None, None
-                )
+                self._release(call.first_permit, self._clock.monotonic(), None)
+        if call.maybe_processed and verdict(failure) is not Verdict.UNKNOWN:
+            # This attempt failed for sure (or never started), but an
+            # earlier one may have been processed: the outcome is unknown.
+            failure = OutcomeUnknownError(
+                "an earlier attempt may have been processed; the call then "
+                f"ended with {type(failure).__name__}"
+            )
+        raise failure from None
 
     async def _attempt(
         self, operation: Operation[T], body: bytes, deadline: float | None, call: Call
@@ -229,18 +193,18 @@ class Pipeline:
         clock = self._clock
         write_by = self._retrier.write_by(deadline)
         permit, call.first_permit = call.first_permit, None
-        # When the limiter let the request go (not when this task resumed):
-        # the limiter judges feedback stale or fresh by it.
-        sent_at = call.first_granted_at if permit is not None else clock.monotonic()
-        limiter = self._limiter
-        if permit is None and limiter is not None:
-            permit = await _acquire(limiter, write_by)
-            sent_at += permit.waited
-            if permit.waited:
-                self._count_wait(permit.waited)
+        if permit is not None:
+            # When the limiter let the request go, not when this task
+            # resumed: the limiter judges feedback stale or fresh by it.
+            sent_at = call.first_granted_at
+        else:
+            sent_at = clock.monotonic()
+            if self._limiter is not None:
+                permit = await self._acquire(write_by)
+                sent_at += permit.waited
         status: int | None = None
-        headers: httpx.Headers | None = None
-        limited: RateLimitError | None = None
+        limits: RateLimitHeaders | None = None
+        failure: ViberError | None = None
         try:
             self._check_writable()
             if write_by is not None and clock.monotonic() > write_by:
@@ -250,49 +214,60 @@ class Pipeline:
                 operation.url,
                 headers=self._headers,
                 content=body,
-                extensions={"timeout": self._timeouts(deadline)},
+                extensions={"timeout": self._timeouts(deadline, write_by)},
             )
-            self._count_attempt()
+            self._count("attempts")
             status, headers, raw = await self._write(request, deadline, call)
-            return operation.decode(status, headers, raw, now=clock.time())
-        except RateLimitError as error:
-            limited = error
-            self._count_rate_limited()
-            raise
+            limits = parse_rate_limit_headers(headers)
+            try:
+                return operation.decode(status, headers, raw, now=clock.time())
+            except ViberError as error:
+                failure = error
+            finally:
+                # An error page may echo the request (its credentials): keep
+                # it out of this frame's locals, which tracebacks may show.
+                del headers, raw
         except ViberError as error:
-            if verdict(error) is Verdict.UNKNOWN:
-                call.maybe_processed = True
-            raise
+            failure = error
         finally:
             # Also on cancellation: every permit is released, once.
             if permit is not None:
-                self._release(permit, sent_at, status, headers, limited)
+                self._release(permit, sent_at, status, limits, failure)
+        # Only a failure gets here.
+        if isinstance(failure, RateLimitError):
+            self._count("rate_limited")
+        if verdict(failure) is Verdict.UNKNOWN:
+            call.maybe_processed = True
+        self._credentials.scrub_error(failure)
+        # Raised afresh, without the frames and contexts it came through
+        # (the decoder's hold the answer's body).
+        failure.__context__ = None
+        failure.__suppress_context__ = True
+        raise failure.with_traceback(None)
 
     async def _write(
         self, request: httpx.Request, deadline: float | None, call: Call
     ) -> Answer:
-        """The exchange: from here on, the API may have the request."""
-        call.phase = Phase.WRITING
-        self._writing += 1
-        context = worker.get()
-        if context is not None:
-            context.writing += 1
+        """The exchange: from the wire signal on, the API may have the request."""
+        self._calls.begin_exchange(call)
+        token = wire_signal.set(call)  # the transport tells the call
         try:
             answer = await self._exchange_by(request, deadline)
         except ViberError as error:
-            logger.debug("POST %s failed: %s", request.url.path, error)
-            raise
+            failure = error
         else:
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("POST %s -> HTTP %d", request.url.path, answer[0])
             return answer
         finally:
-            call.phase = Phase.WAITING
-            if context is not None:
-                context.writing -= 1
-            self._writing -= 1
-            if not self._writing and self._idle is not None:
-                self._idle.set()
+            wire_signal.reset(token)
+            self._calls.end_exchange(call)
+        if call.tracked and not call.wrote:
+            # The transport started the request and never handed it a
+            # connection: none of it left the process, whatever the error.
+            failure = _never_written(failure)
+        logger.debug("POST %s failed: %s", request.url.path, failure)
+        raise failure from None
 
     async def _exchange_by(
         self, request: httpx.Request, deadline: float | None
@@ -306,25 +281,45 @@ class Pipeline:
             async with timeout_at(loop.time() + left):
                 return await self._exchange(request)
         except asyncio.TimeoutError:
-            raise OutcomeUnknownError(
-                "the call's deadline passed while waiting for the answer"
-            ) from None
+            pass
+        # Raised outside the except block: no cancellation in its context.
+        raise OutcomeUnknownError(_DEADLINE_PASSED)
+
+    async def _acquire(self, deadline: float | None) -> Permit:
+        """A permit; the limiter's own failure is a `LimiterError` (never sent)."""
+        limiter = self._limiter
+        assert limiter is not None  # noqa: S101 - callers check
+        try:
+            permit = await limiter.acquire(deadline)
+            waited = float(permit.waited)
+        except ViberError:
+            raise
+        except Exception as error:
+            name = type(error).__name__
+            raise LimiterError(
+                f"the rate limiter failed ({name}); nothing was sent"
+            ) from error
+        if waited:
+            self._count("limiter_waits")
+            self._count("limiter_wait", waited)
+        return permit
 
     def _release(
         self,
         permit: Permit,
         sent_at: float,
         status: int | None,
-        headers: httpx.Headers | None,
-        limited: RateLimitError | None,
+        limits: RateLimitHeaders | None = None,
+        failure: ViberError | None = None,
     ) -> None:
+        limited = failure if isinstance(failure, RateLimitError) else None
         feedback = Feedback(
             sent_at,
             self._clock.monotonic(),
             status,
             limited is not None,
             limited.retry_after if limited is not None else None,
-            parse_rate_limit_headers(headers) if headers is not None else None,
+            limits,
         )
         try:
             permit.release(feedback)
@@ -332,25 +327,28 @@ class Pipeline:
             # The request's outcome is known; a limiter's bug must not hide it.
             logger.exception("the rate limiter failed to release a permit")
 
-    def _timeouts(self, deadline: float | None) -> dict[str, float | None]:
-        if deadline is None:
+    def _timeouts(
+        self, deadline: float | None, write_by: float | None
+    ) -> dict[str, float | None]:
+        if deadline is None or write_by is None:
             return self._timeout_ext
-        left = deadline - self._clock.monotonic()
-        if left >= self._timeout_max:
-            return self._timeout_ext
-        # The call's deadline is nearer than a full attempt: cut every phase
-        # of this attempt to the time left.
-        left = max(left, 0.001)
+        now = self._clock.monotonic()
+        # Getting a connection must end by the write-by time, so that no
+        # request is written later; the answer may take until the deadline.
+        limits = {
+            "pool": write_by - now,
+            "connect": write_by - now,
+            "write": deadline - now,
+            "read": deadline - now,
+        }
         return {
-            phase: left if value is None else min(value, left)
+            phase: _cut(value, limits.get(phase, deadline - now))
             for phase, value in self._timeout_ext.items()
         }
 
-    # -- counting ---------------------------------------------------------------
-
     def _check_writable(self) -> None:
         """Refuse to write when the client or the caller's bulk stream closed."""
-        if self._closed:
+        if self._calls.closed:
             raise ClientClosedError
         context = worker.get()
         if context is not None and context.stopping:
@@ -358,24 +356,11 @@ class Pipeline:
                 "the result stream was closed before this request was written"
             )
 
-    def _count_attempt(self) -> None:
-        self._tally.attempts += 1
+    def _count(self, counter: str, amount: float = 1) -> None:
         context = worker.get()
-        if context is not None:
-            context.tally.attempts += 1
-
-    def _count_rate_limited(self) -> None:
-        self._tally.rate_limited += 1
-        context = worker.get()
-        if context is not None:
-            context.tally.rate_limited += 1
-
-    def _count_wait(self, waited: float) -> None:
-        context = worker.get()
-        for counter in (self._tally, context.tally if context else None):
-            if counter is not None:
-                counter.limiter_waits += 1
-                counter.limiter_wait += waited
+        for tally in (self._tally, context.tally if context else None):
+            if tally is not None:
+                setattr(tally, counter, getattr(tally, counter) + amount)
 
     # -- event loop and closing -------------------------------------------------
 
@@ -396,8 +381,7 @@ class Pipeline:
                 "connections belong to the loop of its first call); nothing "
                 "was sent. Create the client inside the running loop, e.g. "
                 "`async with AsyncViberClient() as client:` in your main "
-                "coroutine, and keep one per loop; from sync code, use "
-                "ViberClient"
+                "coroutine, and keep one per loop"
             )
 
     def owns_current_loop(self) -> bool:
@@ -409,45 +393,25 @@ class Pipeline:
         return self._loop is None or loop is self._loop
 
     async def close(self) -> None:
-        """Refuse new calls, abort waiting ones, and wait for written ones.
-
-        Calls that have not written their current attempt raise
-        `ClientClosedError`; calls on the wire run to their end (they are
-        bounded by their own timeouts and deadline).
-        """
-        self._closed = True
-        for call in list(self._calls):
-            if call.phase is Phase.WAITING and call.task is not None:
-                if call.task is asyncio.current_task():
-                    continue
-                call.aborted = True
-                call.task.cancel(_ABORTED)
-        if self._writing:
-            self._idle = asyncio.Event()
-            while self._writing:
-                self._idle.clear()
-                await self._idle.wait()
+        """Refuse new calls, abort those not on the wire, wait for the rest."""
+        await self._calls.close()
 
 
-async def _acquire(limiter: Limiter, deadline: float | None) -> Permit:
-    """A permit from *limiter*; its own failure is a `LimiterError` (never sent)."""
-    try:
-        return await limiter.acquire(deadline)
-    except ViberError:
-        raise
-    except Exception as error:
-        name = type(error).__name__
-        raise LimiterError(
-            f"the rate limiter failed ({name}); nothing was sent"
-        ) from error
+def _cut(value: float | None, left: float) -> float | None:
+    left = max(left, 0.001)
+    return left if value is None else min(value, left)
 
 
-def _take_cancel(task: asyncio.Task[object] | None) -> bool:
-    """Consume the cancellation `close` sent; False if someone else's is pending."""
-    if task is None:  # pragma: no cover - calls always run in a task
-        return False
-    uncancel = getattr(task, "uncancel", None)
-    if uncancel is None:  # pragma: no cover - Python 3.10 counts no cancels
-        return True
-    uncancel()
-    return not task.cancelling()
+def _never_written(failure: ViberError) -> ViberError:
+    """*failure* of a request none of which was written, as a never-sent error."""
+    if verdict(failure) is not Verdict.UNKNOWN:
+        return failure
+    if isinstance(failure, OutcomeUnknownError) and failure.reason == _DEADLINE_PASSED:
+        return DeadlineExceededError("a connection")
+    never = APIConnectionError(
+        f"failed before the request was written: {failure.reason}"
+        if isinstance(failure, OutcomeUnknownError)
+        else f"failed before the request was written: {failure}"
+    )
+    never.cause_type = failure.cause_type
+    return never

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from ._clock import Clock
-from ._errors import StatusTimeoutError
+from ._errors import StatusTimeoutError, ValidationError
 from ._models import MessageReceipt
 
 
@@ -28,7 +28,21 @@ async def poll_until_final(
     poll_max: float,
     until: Callable[[MessageReceipt], bool] | None,
 ) -> MessageReceipt:
-    """Call *lookup* until *until* (default: final) holds or *timeout* passes."""
+    """Call *lookup* until *until* (default: final) holds or *timeout* passes.
+
+    Raises:
+        ValidationError: A timing argument is not a number > 0.
+    """
+    for name, value in (
+        ("timeout", timeout),
+        ("poll_initial", poll_initial),
+        ("poll_max", poll_max),
+    ):
+        given: object = value  # callers may pass anything at run time
+        if isinstance(given, bool) or not isinstance(given, (int, float)):
+            raise ValidationError(name, "must be a number > 0")
+        if not given > 0:
+            raise ValidationError(name, "must be a number > 0")
     done = until if until is not None else _is_final
     deadline = clock.monotonic() + timeout
     interval = poll_initial

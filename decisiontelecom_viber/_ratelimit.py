@@ -118,6 +118,9 @@ class AdaptiveLimiter:
         )
         self._queue: WaitQueue[float] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
+        # What the dispatcher waits for: a slot at this time, or a release.
+        self._sleeping_until = 0.0
+        self._awaiting_release = False
         self._released = asyncio.Event()
         # Feedback for requests sent no later than this is stale.
         self._changed_at = -1.0
@@ -174,8 +177,13 @@ class AdaptiveLimiter:
         if not self._queue and self._delay(now) <= 0:
             self._grant(now)
             return _Permit(self, 0.0)
-        if deadline is not None and deadline < now:
-            raise _late()
+        if deadline is not None:
+            # No slot comes before the pause ends, nor before the one the
+            # dispatcher is sleeping towards (it goes to a caller ahead).
+            if deadline < max(now, self._paused_until, self._sleeping_until):
+                raise _late()
+            if self._awaiting_release:
+                self._released.set()  # wake the dispatcher to watch this deadline
         self._last_wait = now
         future = self._queue.add(deadline)
         if self._dispatcher is None or self._dispatcher.done():
@@ -231,7 +239,11 @@ class AdaptiveLimiter:
                 # now, not let through late.
                 queue.expire(now + delay, _late)
                 if queue.peek() is not None:
-                    await clock.sleep(delay)
+                    self._sleeping_until = now + delay
+                    try:
+                        await clock.sleep(delay)
+                    finally:
+                        self._sleeping_until = 0.0
             else:
                 self._grant(now)
                 if not queue.grant(now):  # pragma: no cover - peeked just now
@@ -241,17 +253,22 @@ class AdaptiveLimiter:
         """Wait for a request to end (slow start), or for a waiter's deadline."""
         self._released.clear()
         earliest = self._queue.earliest_deadline()
-        if earliest is None:
-            await self._released.wait()
-            return
-        # The event loop's timer, not the clock's sleep: this races a real
-        # event (an answer), which a fake clock's instant sleep would lose.
+        self._awaiting_release = True
         try:
-            await asyncio.wait_for(self._released.wait(), max(0.0, earliest - now))
-        except asyncio.TimeoutError:
-            # The earliest deadline came before any request ended: no slot
-            # can reach that waiter in time.
-            self._queue.expire(self._clock.monotonic() + 1e-9, _late)
+            if earliest is None:
+                await self._released.wait()
+                return
+            # The event loop's timer, not the clock's sleep: this races a
+            # real event (an answer), which a fake clock's instant sleep
+            # would lose.
+            try:
+                await asyncio.wait_for(self._released.wait(), max(0.0, earliest - now))
+            except asyncio.TimeoutError:
+                # The earliest deadline came before any request ended: no
+                # slot can reach that waiter in time.
+                self._queue.expire(self._clock.monotonic() + 1e-9, _late)
+        finally:
+            self._awaiting_release = False
 
     def _forget(self, future: asyncio.Future[float]) -> None:
         self._queue.discard(future)

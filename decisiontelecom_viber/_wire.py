@@ -168,12 +168,12 @@ _BY_STATUS: dict[int, type[APIError]] = {
     402: InsufficientBalanceError,
     403: AuthenticationError,
     429: RateLimitError,
-    # The API's own failures (Yii2 answers an unhandled error with 500 and
-    # its error body) and a gateway that could not reach it: not processed.
-    500: ServerError,
-    502: ServerError,
-    503: ServerError,
 }
+# The API's own failures: Yii2 answers an unhandled error with its error
+# body (and 500). Not processed, so retried — but only with that body: the
+# same statuses from a gateway (nginx's 502 when its upstream closed after
+# reading the request) may follow the API's processing.
+_API_FAILURES = frozenset({500, 502, 503})
 # A gateway's "the origin did not answer in time": 504, Cloudflare's 524,
 # and the 598/599 network timeouts some proxies use.
 _GATEWAY_TIMEOUTS = frozenset({504, 524, 598, 599})
@@ -192,11 +192,12 @@ def error_class(
 
     This is the HTTP side of the outcome rule (`_outcomes`):
 
-    * 400/401/402/403 and 429 are refusals, 500/502/503 failures that did
-      not process the request, whatever the body says.
-    * Any other 5xx (504, Cloudflare's 520-527, 598...) may have been
-      processed: `AmbiguousServerError` (`GatewayTimeoutError` for the
-      timeouts).
+    * 400/401/402/403 and 429 are refusals, whatever the body says.
+    * 500/502/503 with the API's error body are its own failures, which did
+      not process the request (`ServerError`, retried).
+    * Any other 5xx (504, Cloudflare's 520-527, 598..., and 500/502/503
+      without the API's body, from a gateway) may have been processed:
+      `AmbiguousServerError` (`GatewayTimeoutError` for the timeouts).
     * Any other status is the API's own refusal only with a full API error
       body; without one (a redirect, a proxy's 404 page) nobody can say what
       happened: `UnexpectedResponseError`.
@@ -212,6 +213,8 @@ def error_class(
     known = _BY_STATUS.get(status)
     if known is not None:
         return known
+    if status in _API_FAILURES and api_error:
+        return ServerError
     if status >= 500:
         return (
             GatewayTimeoutError if status in _GATEWAY_TIMEOUTS else AmbiguousServerError
@@ -251,8 +254,10 @@ def error_from_response(
     """
     if payload is None:
         payload = _loads_or_none(body)
+    if not 200 <= http_status < 300:
+        return _non_2xx_error(http_status, headers, body, now=now, payload=payload)
     error_body = _error_body(payload, http_status)
-    if error_body is None and 200 <= http_status < 300:
+    if error_body is None:
         return None
     return _api_error(http_status, headers, body, error_body, now=now)
 
@@ -318,9 +323,24 @@ def _api_error(
 
 
 def _non_2xx_error(
-    http_status: int, headers: Mapping[str, str], body: bytes, *, now: float
+    http_status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    payload: Any = None,
 ) -> APIError | UnexpectedResponseError:
-    error_body = _error_body(_loads_or_none(body), http_status)
+    if payload is None:
+        payload = _loads_or_none(body)
+    if isinstance(payload, dict) and "message_id" in payload:
+        # An error status around a message ID: the message may well have
+        # been accepted. Nobody can say; never resend it blindly.
+        return UnexpectedResponseError(
+            f"HTTP {http_status} with a message_id in the body",
+            http_status=http_status,
+            body=_body_text(body),
+        )
+    error_body = _error_body(payload, http_status)
     return _api_error(http_status, headers, body, error_body, now=now)
 
 

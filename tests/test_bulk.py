@@ -281,8 +281,8 @@ async def test_concurrency_must_be_positive(client: AsyncViberClient, bad: Any) 
 
 @pytest.mark.parametrize("bad", ["abc", b"abc", 42, None])
 async def test_messages_must_be_an_iterable(client: AsyncViberClient, bad: Any) -> None:
-    """A string, bytes or a non-iterable is a programming error."""
-    with pytest.raises(TypeError):
+    """A string, bytes or a non-iterable: a ValidationError naming the argument."""
+    with pytest.raises(ValidationError, match="messages"):
         client.send_messages(bad)
 
 

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from decisiontelecom_viber import (
+    AmbiguousServerError,
     APIConnectionError,
     AsyncViberClient,
     AuthenticationError,
@@ -247,12 +248,34 @@ class TestSendMessage:
     @pytest.mark.parametrize(
         "response",
         [
-            json_response(500, DOCUMENTED_ERRORS["server_error"]),
-            json_response(200, DOCUMENTED_ERRORS["server_error"]),
             httpx.Response(502, text="<html><body>Bad Gateway</body></html>"),
             httpx.Response(503, text=""),
+            httpx.Response(500, text="Internal Server Error"),
         ],
-        ids=["500", "500-body-http-200", "html-502", "empty-503"],
+        ids=["html-502", "empty-503", "text-500"],
+    )
+    async def test_a_gateways_500_502_503_is_unknown_for_a_send(
+        self, api: respx.MockRouter, client: AsyncViberClient, response: httpx.Response
+    ) -> None:
+        """Without the API's body, a gateway said it: the API may have the message."""
+        route = api.post("/send-viber").mock(
+            side_effect=[response, json_response(200, {"message_id": 5})]
+        )
+
+        with pytest.raises(AmbiguousServerError):
+            await client.send_message(otp())
+
+        assert 1 == route.call_count
+
+    @pytest.mark.parametrize(
+        "response",
+        [
+            json_response(500, DOCUMENTED_ERRORS["server_error"]),
+            json_response(200, DOCUMENTED_ERRORS["server_error"]),
+            json_response(502, {**DOCUMENTED_ERRORS["server_error"], "status": 502}),
+            json_response(503, {**DOCUMENTED_ERRORS["server_error"], "status": 503}),
+        ],
+        ids=["500", "500-body-http-200", "502", "503"],
     )
     async def test_server_errors_are_retried(
         self,
@@ -261,7 +284,7 @@ class TestSendMessage:
         clock: FakeClock,
         response: httpx.Response,
     ) -> None:
-        """500/502/503 mean the API did not take the message: retried with backoff."""
+        """The API's own 500/502/503: it did not take the message, so retried."""
         route = api.post("/send-viber").mock(
             side_effect=[response, json_response(200, {"message_id": 5})]
         )
@@ -275,7 +298,9 @@ class TestSendMessage:
         self, api: respx.MockRouter, client: AsyncViberClient, clock: FakeClock
     ) -> None:
         """Five attempts by default, waits doubling from 0.5 s (minus jitter)."""
-        route = api.post("/send-viber").mock(httpx.Response(502, text="<html/>"))
+        route = api.post("/send-viber").mock(
+            json_response(502, {**DOCUMENTED_ERRORS["server_error"], "status": 502})
+        )
 
         with pytest.raises(ServerError) as info:
             await client.send_message(otp())
@@ -473,7 +498,11 @@ class TestSendMessage:
     async def test_attempt_timeouts_are_cut_to_the_deadline(
         self, api: respx.MockRouter, make_client: MakeClient, clock: FakeClock
     ) -> None:
-        """Each attempt's timeouts never run past the total deadline."""
+        """Each attempt's timeouts never run past the total deadline.
+
+        Getting a connection must even end a second earlier (the write-by
+        time), so that no request is written with no time left for its answer.
+        """
         client = make_client(retry=RetryPolicy(timeout=6.0), timeout=20.0)
         route = api.post("/send-viber").mock(
             side_effect=[
@@ -488,9 +517,10 @@ class TestSendMessage:
 
         first, second = (call.request.extensions["timeout"] for call in route.calls)
         assert 6.0 == first["read"]
-        assert 6.0 == first["connect"]
+        assert 5.0 == first["connect"]
+        assert 5.0 == first["pool"]
         assert pytest.approx(6.0 - clock.sleeps[0]) == second["read"]
-        assert pytest.approx(6.0 - clock.sleeps[0]) == second["connect"]
+        assert pytest.approx(5.0 - clock.sleeps[0]) == second["connect"]
 
 
 class TestGetMessageStatus:

@@ -10,6 +10,7 @@ path differs, with a user's `httpx.AsyncClient`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 import warnings
@@ -21,6 +22,7 @@ import pytest
 
 from decisiontelecom_viber import (
     AmbiguousServerError,
+    APIConnectionError,
     AsyncViberClient,
     ClientClosedError,
     ConfigurationError,
@@ -111,7 +113,9 @@ class Stopwatch:
 # -- 1. statuses -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [504, 520, 521, 522, 524, 527, 530, 598, 599, 501])
+@pytest.mark.parametrize(
+    "status", [500, 502, 503, 504, 520, 521, 522, 524, 527, 530, 598, 599, 501]
+)
 async def test_a_gateway_status_is_unknown_and_never_resent(
     server: raw.RawServer, make_client: MakeClient, status: int
 ) -> None:
@@ -140,12 +144,21 @@ async def test_a_status_without_meaning_is_unknown_and_never_resent(
     assert 1 == len(server.received)
 
 
+API_FAILURE = {
+    "name": "Internal server error",
+    "message": "The server encountered an unexpected condition",
+    "code": 2,
+}
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_the_apis_own_failures_are_retried(
     server: raw.RawServer, make_client: MakeClient, status: int
 ) -> None:
-    """500/502/503 mean "not processed": retried, then sent once."""
-    server.then(raw.respond(status, ""), raw.accepted(77))
+    """The API's own 500/502/503 (its error body): not processed, so retried."""
+    server.then(
+        raw.respond(status, {**API_FAILURE, "status": status}), raw.accepted(77)
+    )
     client = make_client(server, retry=RetryPolicy(wait_initial=0.01, wait_max=0.01))
 
     assert 77 == await client.send_message(MESSAGE)
@@ -550,3 +563,267 @@ async def test_only_encodings_that_can_be_decoded_are_asked_for(
     decodable = set(httpx._decoders.SUPPORTED_DECODERS)
     assert asked <= decodable
     assert "gzip" in asked
+
+
+# -- found by attacking the above -------------------------------------------------
+
+
+async def test_closing_during_the_backoff_after_an_unknown_attempt_stays_unknown(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Opted-in retries of unknown outcomes: closing then must not say "not sent"."""
+    server.then(raw.respond(504, ""), raw.accepted(1))
+    client = make_client(
+        server,
+        retry=RetryPolicy(retry_unknown_outcome=True, wait_initial=5, wait_max=5),
+    )
+    send = asyncio.create_task(client.send_message(MESSAGE))
+    await eventually(lambda: len(server.received) == 1)
+    await asyncio.sleep(0.05)  # in the backoff now
+
+    await client.aclose()
+
+    with pytest.raises(OutcomeUnknownError) as info:
+        await send
+    assert SendOutcome.UNKNOWN is SendOutcome.of(info.value)
+    assert 1 == len(server.received)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_users_client_never_follows_a_redirect(
+    server: raw.RawServer, status: int
+) -> None:
+    """follow_redirects=True on the user's client: the POST is still sent once."""
+    server.then(raw.respond(status, "", headers=[("Location", "/v1/api/send-viber")]))
+    async with (
+        httpx.AsyncClient(follow_redirects=True) as user,
+        AsyncViberClient(KEY, base_url=server.base_url, http_client=user) as client,
+    ):
+        with pytest.raises(UnexpectedResponseError):
+            await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+async def test_a_hooks_own_connect_error_is_not_a_never_sent_request(
+    server: raw.RawServer,
+) -> None:
+    """A response hook's ConnectError (its log service is down): after the answer."""
+
+    async def log_it(response: httpx.Response) -> None:
+        raise httpx.ConnectError("log-collector refused the connection")
+
+    server.then(raw.accepted(1), raw.accepted(2))
+    async with (
+        httpx.AsyncClient(event_hooks={"response": [log_it]}) as user,
+        AsyncViberClient(KEY, base_url=server.base_url, http_client=user) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError):
+            await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+async def test_leaving_a_stream_early_keeps_the_results_that_came_meanwhile(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """The requests on the wire finish while closing: their IDs are not lost."""
+    gate = asyncio.Event()
+    server.then(raw.accepted(100))
+    server.default = raw.hold(gate, raw.accepted(101))
+    client = make_client(server)
+
+    async with client.send_messages(
+        [message(n) for n in range(10)], concurrency=4
+    ) as results:
+        first = await results.__anext__()
+        await eventually(lambda: len(server.received) == 5)
+        asyncio.get_running_loop().call_later(0.05, gate.set)
+
+    assert 100 == first.message_id
+    assert 4 == len(results.unconsumed)
+    assert all(r.outcome is SendOutcome.SENT for r in results.unconsumed)
+    assert 5 == results.summary.sent == len(server.received)
+
+
+@pytest.mark.parametrize("status", [500, 503, 400, 402])
+async def test_an_error_status_around_a_message_id_is_unknown(
+    server: raw.RawServer, make_client: MakeClient, status: int
+) -> None:
+    """HTTP 500 {"message_id": 777}: the message may well be accepted."""
+    server.then(raw.respond(status, {"message_id": 777}), raw.accepted(1))
+    client = make_client(server)
+
+    with pytest.raises(UnexpectedResponseError):
+        await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+@pytest.mark.parametrize("kind", ["default-transport", "user-http-client"])
+async def test_waiting_for_a_connection_ends_before_the_write_by_time(
+    server: raw.RawServer, kind: str
+) -> None:
+    """One connection, busy: the second send gives up unsent, not written late.
+
+    The first answer comes at 0.9 s, within its 1 s deadline; the second
+    send may be written only until 0.8 s (its deadline less the answer's
+    reserve), so its wait for the connection ends there.
+    """
+    server.then(raw.delayed(0.9, raw.accepted(1)), raw.accepted(2))
+    async with contextlib.AsyncExitStack() as stack:
+        options: dict[str, Any] = {"max_connections": 1}
+        if kind == "user-http-client":
+            user = httpx.AsyncClient(limits=httpx.Limits(max_connections=1))
+            options = {"http_client": await stack.enter_async_context(user)}
+        client = await stack.enter_async_context(
+            AsyncViberClient(
+                KEY,
+                base_url=server.base_url,
+                rate_limit=None,
+                retry=RetryPolicy(timeout=1.0, attempts=1),
+                **options,
+            )
+        )
+        first = asyncio.create_task(client.send_message(message(1)))
+        await eventually(lambda: len(server.received) == 1)
+        with pytest.raises((APIConnectionError, DeadlineExceededError)) as info:
+            await client.send_message(message(2))
+
+        assert SendOutcome.FAILED is SendOutcome.of(info.value)
+        assert 1 == await first
+    assert 1 == len(server.received)
+
+
+async def test_a_single_send_behind_a_long_pause_is_refused_at_once(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """A 429 pauses everyone for 3 s; a call with a 1 s deadline does not wait."""
+    server.then(raw.respond(429, RATE_LIMITED, headers=[("Retry-After", "3")]))
+    client = make_client(
+        server,
+        rate_limit=RateLimit(rate=100, adaptive=False),
+        retry=RetryPolicy(timeout=1.0),
+    )
+    stream = client.send_messages([message(n) for n in range(3)], concurrency=3)
+    consumer = asyncio.create_task(stream.__anext__())
+    await eventually(lambda: len(server.received) == 1)
+    await asyncio.sleep(0.05)
+
+    with Stopwatch() as watch, pytest.raises(DeadlineExceededError):
+        await client.send_message(message(9))
+
+    assert watch.elapsed < 0.5
+    consumer.cancel()
+    await asyncio.gather(consumer, return_exceptions=True)
+    await stream.aclose()
+
+
+async def test_a_second_aclose_waits_for_the_first(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Both wait until the send on the wire has its answer."""
+    server.then(raw.delayed(0.3, raw.accepted(5)))
+    client = make_client(server)
+    send = asyncio.create_task(client.send_message(MESSAGE))
+    await eventually(lambda: len(server.received) == 1)
+
+    first = asyncio.create_task(client.aclose())
+    await asyncio.sleep(0.01)
+    await client.aclose()
+
+    assert send.done()
+    assert 5 == await send
+    await first
+
+
+async def test_aclose_waits_for_a_call_going_back_to_its_backoff(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """On the wire when closing began, then a 503: aborted before its retry."""
+    server.then(raw.delayed(0.2, raw.respond(503, {**API_FAILURE, "status": 503})))
+    client = make_client(
+        server, retry=RetryPolicy(wait_initial=2, wait_max=2, wait_jitter=0)
+    )
+    send = asyncio.create_task(client.send_message(MESSAGE))
+    await eventually(lambda: len(server.received) == 1)
+
+    with Stopwatch() as watch:
+        await client.aclose()
+
+    assert send.done()
+    assert watch.elapsed < 1.0
+    with pytest.raises(ClientClosedError):
+        await send
+    assert 1 == len(server.received)
+
+
+async def test_aclose_aborts_a_send_waiting_for_a_connection(
+    server: raw.RawServer,
+) -> None:
+    """The default transport says when a request gets its connection: before it,
+    closing aborts the send (never sent); after it, closing waits."""
+    answer = asyncio.Event()
+    server.then(raw.hold(answer, raw.accepted(1)), raw.accepted(2))
+    client = AsyncViberClient(
+        KEY, base_url=server.base_url, rate_limit=None, max_connections=1
+    )
+    first = asyncio.create_task(client.send_message(message(1)))
+    await eventually(lambda: len(server.received) == 1)
+    second = asyncio.create_task(client.send_message(message(2)))
+    await asyncio.sleep(0.05)  # waiting for the pool's only connection
+
+    closing = asyncio.create_task(client.aclose())
+    with pytest.raises(ClientClosedError):
+        await second
+    answer.set()
+    await closing
+
+    assert 1 == await first
+    assert 1 == len(server.received)
+
+
+class OddLimiter(BlockingLimiter):
+    """A custom limiter handing out nonsense."""
+
+    def __init__(self, permit: object) -> None:
+        super().__init__()
+        self.permit = permit
+
+    async def acquire(self, deadline: float | None = None) -> Permit:
+        return self.permit  # type: ignore[return-value]
+
+
+class NoWait(Permit):
+    waited = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("permit", [None, NoWait()], ids=["none", "no-waited"])
+async def test_a_limiter_handing_out_nonsense_is_a_limiter_error(
+    server: raw.RawServer, make_client: MakeClient, permit: object
+) -> None:
+    """Not a permit: LimiterError (a ViberError), nothing sent, in bulk too."""
+    client = make_client(server, rate_limit=OddLimiter(permit))
+
+    with pytest.raises(LimiterError):
+        await client.send_message(MESSAGE)
+    async with client.send_messages([MESSAGE]) as results:
+        (result,) = [r async for r in results]
+
+    assert isinstance(result.error, LimiterError)
+    assert [] == server.received
+
+
+async def test_arguments_of_the_wrong_kind_are_validation_errors(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Every call raises ViberErrors only, naming the argument."""
+    client = make_client(server)
+
+    with pytest.raises(ValidationError, match="message_ids"):
+        client.get_message_statuses(None)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="timeout"):
+        await client.wait_for_status(5, timeout="1")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="progress_interval"):
+        client.send_messages([], progress_interval=-1)
+    assert [] == server.received

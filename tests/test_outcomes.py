@@ -58,8 +58,11 @@ def expected(http_status: int, body: str) -> Verdict | None:
         return UNKNOWN
     if http_status in (400, 401, 402, 403):
         return FAILED
-    if http_status in (429, 500, 502, 503):
+    if http_status == 429:
         return RETRY
+    if http_status in (500, 502, 503):
+        # The API's own failure only when it says so in its error body.
+        return RETRY if body == "api-error" else UNKNOWN
     if http_status >= 500:
         return UNKNOWN
     # Any other status (1xx, 3xx, other 4xx) is a refusal only when the API

@@ -140,9 +140,10 @@ class TestNonJsonBodies:
             (403, AuthenticationError),
             (404, UnexpectedResponseError),
             (429, RateLimitError),
-            (500, ServerError),
-            (502, ServerError),
-            (503, ServerError),
+            # 500/502/503 without the API's own error body: from a gateway.
+            (500, AmbiguousServerError),
+            (502, AmbiguousServerError),
+            (503, AmbiguousServerError),
             (504, GatewayTimeoutError),
             (520, AmbiguousServerError),
             (524, GatewayTimeoutError),

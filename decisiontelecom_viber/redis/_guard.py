@@ -62,10 +62,13 @@ DEFAULT_NAMESPACE = "decisiontelecom_viber:sent"
 # checked anyway.
 DEFAULT_TTL = 5 * 86400.0
 DEFAULT_LEASE = 120.0
-# A claim whose reply was lost is released in the background this many times
-# at most, UNDO_BACKOFF x n seconds apart, while Redis stays unreachable.
-_UNDO_ATTEMPTS = 5
-_UNDO_BACKOFF = 0.5
+# A settle that cannot reach Redis is tried again in the background, waits
+# doubling from _RETRY_FIRST to _RETRY_MAX seconds, for _RETRY_FOR seconds
+# (or the lease, if longer): its outcome is known, and the key would read
+# as in doubt until then.
+_RETRY_FIRST = 0.25
+_RETRY_MAX = 15.0
+_RETRY_FOR = 600.0
 
 
 class SendState(enum.Enum):
@@ -228,7 +231,7 @@ class SendOnceGuard:
         if self._lease >= self._ttl:
             raise ConfigurationError("SendOnceGuard lease must be shorter than ttl")
         self._scripts = GuardScripts(redis)
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
         return f"<SendOnceGuard namespace={self._namespace!r}>"
@@ -304,6 +307,7 @@ class SendOnceGuard:
             clock=client.clock,  # the client's time, for the summary
             on_progress=on_progress,
             progress_interval=progress_interval,
+            name="items",
         )
 
     # -- reconciling --------------------------------------------------------------
@@ -363,7 +367,11 @@ class SendOnceGuard:
     async def aclose(self) -> None:
         """Wait for records still being settled in the background.
 
-        Only cancelled sends settle in the background; the Redis client is
+        Records settle in the background when their send was cancelled, or
+        when Redis could not be reached to settle them (a lost reply to a
+        claim, an outage): the guard keeps trying for 10 minutes. Call
+        this before your process exits, or those keys stay pending (then
+        unresolved) although their outcome was known. The Redis client is
         not closed.
         """
         if self._background:
@@ -449,11 +457,15 @@ class SendOnceGuard:
         """Release a claim whose reply was lost, if it landed (by owner)."""
         try:
             await self._scripts.settle(
-                redis_key, owner=owner, action="release", ttl=self._ttl
+                redis_key,
+                owner=owner,
+                action="release",
+                ttl=self._ttl,
+                tombstone=self._lease,
             )
         except REDIS_ERRORS:
             # Still unreachable: keep trying in the background.
-            self._settle_soon(redis_key, owner, "release", attempts=_UNDO_ATTEMPTS)
+            self._settle_soon(redis_key, owner, "release")
 
     async def _settle(
         self,
@@ -464,12 +476,20 @@ class SendOnceGuard:
         message_id: int | None = None,
         reason: str = "",
     ) -> None:
-        """Settle a claim, even if the caller is cancelled meanwhile."""
-        await asyncio.shield(
-            self._settle_soon(
+        """Settle a claim now, even if the caller is cancelled meanwhile.
+
+        If Redis cannot be reached, the guard keeps trying in the background
+        (`aclose` waits for that).
+        """
+        settled = await asyncio.shield(
+            self._settle_now(
                 redis_key, owner, action, message_id=message_id, reason=reason
             )
         )
+        if not settled:
+            self._settle_soon(
+                redis_key, owner, action, message_id=message_id, reason=reason
+            )
 
     def _settle_soon(
         self,
@@ -479,9 +499,8 @@ class SendOnceGuard:
         *,
         message_id: int | None = None,
         reason: str = "",
-        attempts: int = 1,
-    ) -> asyncio.Task[None]:
-        """Settle a claim in a task of its own (`aclose` waits for them)."""
+    ) -> None:
+        """Settle a claim in a task of its own, trying for 10 minutes."""
         task = asyncio.get_running_loop().create_task(
             self._settle_now(
                 redis_key,
@@ -489,12 +508,11 @@ class SendOnceGuard:
                 action,
                 message_id=message_id,
                 reason=reason,
-                attempts=attempts,
+                keep_trying=True,
             )
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return task
 
     async def _settle_now(
         self,
@@ -504,11 +522,17 @@ class SendOnceGuard:
         *,
         message_id: int | None,
         reason: str,
-        attempts: int = 1,
-    ) -> None:
-        """Settle a claim; failures are logged, never raised over the send's result."""
+        keep_trying: bool = False,
+    ) -> bool:
+        """Settle a claim; failures are logged, never raised over the send's result.
+
+        With *keep_trying*, a Redis that cannot be reached is tried again
+        with growing waits, for 10 minutes (or the lease). Returns whether it
+        settled.
+        """
         outcome = _OUTCOMES[action].format(message_id=message_id)
-        for attempt in range(1, attempts + 1):
+        wait, waited = _RETRY_FIRST, 0.0
+        while True:
             try:
                 verdict, _ = await self._scripts.settle(
                     redis_key,
@@ -517,11 +541,13 @@ class SendOnceGuard:
                     message_id=message_id,
                     reason=reason,
                     ttl=self._ttl,
+                    tombstone=self._lease,
                 )
                 break
             except REDIS_ERRORS as error:
-                if attempt < attempts:
-                    await asyncio.sleep(_UNDO_BACKOFF * attempt)
+                if keep_trying and waited + wait <= max(self._lease, _RETRY_FOR):
+                    await asyncio.sleep(wait)
+                    waited, wait = waited + wait, min(wait * 2, _RETRY_MAX)
                     continue
                 logger.error(  # noqa: TRY400 - the cause is in the message
                     "could not record in Redis that %s (%s: %s): %s stays pending, "
@@ -531,16 +557,24 @@ class SendOnceGuard:
                     error,
                     redis_key,
                 )
-                return
-        if verdict != "ok" and action != "release":
-            # (Nothing was sent on a release: whoever holds the key now is right.)
+                return False
+        if verdict == "recreated":
             logger.warning(
-                "the record of %s changed while its send was in flight (%s: "
-                "forgotten, resolved or expired), so it does not say that %s",
+                "the record of %s had vanished while its send was in flight "
+                "(Redis restarted or failed over?); written again: %s",
                 redis_key,
-                verdict,
                 outcome,
             )
+        elif verdict != "ok" and action != "release":
+            # (Nothing was sent on a release: whoever holds the key now is right.)
+            logger.error(
+                "another attempt holds %s now (its record was forgotten or lost "
+                "while this send was in flight), so it does not say that %s: "
+                "the message may be sent twice",
+                redis_key,
+                outcome,
+            )
+        return True
 
 
 # How a settle action reads in logs.

@@ -244,6 +244,7 @@ class RedisLimiter:
         self._local: AdaptiveLimiter | None = None
         self._queue: WaitQueue[_Grant | _UseLocal] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._sleeping_until = 0.0
         self._reports: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._offset: float | None = None  # Redis time minus local time
@@ -332,7 +333,8 @@ class RedisLimiter:
         """
         clock = self._clock
         start = clock.monotonic()
-        if deadline is not None and deadline < start:
+        if deadline is not None and deadline < max(start, self._sleeping_until):
+            # Not even the slot the dispatcher waits for (a caller's ahead).
             raise _late()
         if self._down_since is not None and start < self._retry_at:
             return await self._acquire_locally(start, deadline)
@@ -466,7 +468,7 @@ class RedisLimiter:
                 if not reply.slots:
                     wait = max(reply.retry_in, _MIN_RETRY)
                     queue.expire(clock.monotonic() + wait, _late)
-                    await clock.sleep(wait)
+                    await self._sleep(wait)
                     continue
                 offset = self._offset or 0.0
                 for slot in reply.slots:
@@ -477,13 +479,21 @@ class RedisLimiter:
                         queue.expire(clock.monotonic() + delay, _late)
                         if queue.peek() is None:
                             break  # the slots go unused
-                        await clock.sleep(delay)
+                        await self._sleep(delay)
                     if not queue.grant((clock.monotonic(), reply.now)):
                         break  # the slot goes unused
         except Exception as error:
             logger.exception("the shared rate limiter failed")
             failure = error
             queue.fail_all(lambda: failure)
+
+    async def _sleep(self, seconds: float) -> None:
+        """The dispatcher's wait, known to callers arriving meanwhile."""
+        self._sleeping_until = self._clock.monotonic() + seconds
+        try:
+            await self._clock.sleep(seconds)
+        finally:
+            self._sleeping_until = 0.0
 
     def _on_redis_down(self, error: BaseException) -> None:
         now = self._clock.monotonic()

@@ -407,6 +407,20 @@ end
 local current = redis.call('GET', KEYS[1])
 if not current then return {'absent', ''} end
 local record = cjson.decode(current)
+if record.state == 'released' then
+  -- A tombstone: the claim of record.owner was given up before it landed.
+  if mode == 'claim' and record.owner == owner then
+    return {'released', ''}  -- that very claim, arriving late: do nothing
+  end
+  if mode == 'claim' then
+    local fresh = cjson.encode({state = 'pending', owner = owner,
+      claimed_at = fmt(now), updated_at = fmt(now),
+      lease_until = fmt(now + lease)})
+    redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
+    return {'claimed', fresh}
+  end
+  return {'absent', ''}
+end
 if mode == 'claim' and owner ~= '' and record.owner == owner
     and record.state == 'pending' then
   -- This very claim, run again (redis-py retried the command after a lost
@@ -427,25 +441,52 @@ return {'exists', current}
 
 # Settle a claim held by owner ARGV[2]: ARGV[3] is 'sent' (ARGV[4] message
 # ID; the TTL starts again, ARGV[6] ms), 'unknown' (ARGV[5] reason) or
-# 'release' (delete: the send definitely failed). With owner '' the record is
-# settled whoever holds it (reconciliation). Replies {'ok'|'missing'|
-# 'not_owner', record JSON or ''}.
+# 'release' (the send definitely failed: a tombstone for ARGV[7] ms, which
+# later claims of other owners overwrite and late ones of this owner skip).
+# A record that vanished is written again ('recreated'). With owner '' the
+# record is settled whoever holds it (reconciliation). Replies {'ok'|
+# 'recreated'|'not_owner', record JSON or ''}.
 SETTLE_LUA = (
     _GUARD_PRELUDE
     + """
 local owner, action = ARGV[2], ARGV[3]
 local current = redis.call('GET', KEYS[1])
 local record
+local verdict = 'ok'
 if current then
   record = cjson.decode(current)
-  if owner ~= '' and record.owner ~= owner then return {'not_owner', current} end
-elseif owner ~= '' then
-  return {'missing', ''}
-else
-  record = {owner = '', claimed_at = fmt(now), lease_until = fmt(now)}
+  if record.state == 'released' then
+    if action == 'release' then return {'ok', ''} end
+    current = nil  -- a tombstone counts as no record
+  elseif owner ~= '' and record.owner ~= owner then
+    return {'not_owner', current}
+  end
+end
+if not current then
+  if action == 'release' then
+    if owner ~= '' then
+      -- The claim being released may still be on its way (its reply was
+      -- lost): a tombstone makes it a no-op when it lands.
+      redis.call('SET', KEYS[1], cjson.encode({state = 'released', owner = owner}),
+        'PX', tonumber(ARGV[7]))
+    end
+    return {'ok', ''}
+  end
+  -- The record vanished while the send was in flight (a Redis restart or
+  -- failover, or an expiry): what became of the send is known now, so it
+  -- is written again rather than left to read as "free".
+  record = {owner = owner, claimed_at = fmt(now), lease_until = fmt(now)}
+  if owner ~= '' then verdict = 'recreated' end
 end
 if action == 'release' then
-  redis.call('DEL', KEYS[1])
+  if owner ~= '' then
+    -- A tombstone, not a deletion: a duplicate of this owner's claim still
+    -- on its way (a command redis-py retried) must not land after it.
+    redis.call('SET', KEYS[1], cjson.encode({state = 'released', owner = owner}),
+      'PX', tonumber(ARGV[7]))
+  else
+    redis.call('DEL', KEYS[1])
+  end
   return {'ok', ''}
 end
 record.state = action
@@ -458,9 +499,13 @@ if action == 'sent' then
 else
   record.reason = ARGV[5]
   current = cjson.encode(record)
-  redis.call('SET', KEYS[1], current, 'KEEPTTL')
+  if verdict == 'recreated' then
+    redis.call('SET', KEYS[1], current, 'PX', tonumber(ARGV[6]))
+  else
+    redis.call('SET', KEYS[1], current, 'KEEPTTL')
+  end
 end
-return {'ok', current}
+return {verdict, current}
 """
 )
 
@@ -504,6 +549,7 @@ class GuardScripts:
         message_id: int | None = None,
         reason: str = "",
         ttl: float,
+        tombstone: float = 0.001,
         now: float | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Settle *key*: ``sent``, ``unknown`` or ``release``."""
@@ -514,6 +560,7 @@ class GuardScripts:
             "" if message_id is None else str(message_id),
             reason,
             str(max(1, round(ttl * 1000))),
+            str(max(1, round(tombstone * 1000))),
         ]
         reply: Sequence[object] = await self._settle(keys=[key], args=args)
         return decode(reply[0]), _record(reply[1])
