@@ -34,7 +34,7 @@ from ._constants import (
     SEND_PATH,
     STATUS_PATH,
 )
-from ._credentials import resolve_credentials
+from ._credentials import install_log_scrubber, resolve_credentials
 from ._errors import ClientClosedError, ConfigurationError, ValidationError
 from ._exchange import ClientExchange, Exchange, TransportExchange, close_with_loop
 from ._limits import Limiter, RateLimit
@@ -170,6 +170,7 @@ class AsyncViberClient:
         if isinstance(resolved, ConfigurationError):
             raise resolved
         credentials = resolved
+        install_log_scrubber(credentials)
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self._base_url = resolve_base_url(
@@ -249,8 +250,13 @@ class AsyncViberClient:
         self._closed = False
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<AsyncViberClient base_url={str(self._base_url)!r} {state}>"
+        # Also for a client whose __init__ failed half-way (tracebacks with
+        # locals show it).
+        base_url = getattr(self, "_base_url", None)
+        if base_url is None:
+            return "<AsyncViberClient (not set up)>"
+        state = "closed" if getattr(self, "_closed", False) else "open"
+        return f"<AsyncViberClient base_url={str(base_url)!r} {state}>"
 
     @property
     def base_url(self) -> str:

@@ -11,7 +11,9 @@ and its base64 forms from text a server or a library may have echoed back
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +24,7 @@ from ._errors import ConfigurationError, ViberError
 from ._version import user_agent
 
 
-__all__ = ["Credentials", "resolve_credentials"]
+__all__ = ["Credentials", "install_log_scrubber", "resolve_credentials"]
 
 _REDACTED = "[secret]"
 _MIN_SECRET = 8
@@ -35,7 +37,7 @@ def _b64(text: str) -> str:
 class Credentials:
     """An access key, as a header to send and a list of strings to scrub."""
 
-    __slots__ = ("_authorization", "_secrets")
+    __slots__ = ("__weakref__", "_authorization", "_secrets")
 
     def __init__(self, key: str) -> None:
         token = _b64(key)
@@ -122,3 +124,52 @@ def resolve_credentials(access_key: str | None) -> Credentials | ConfigurationEr
             "(a key read from a file often ends with a newline)"
         )
     return Credentials(key)
+
+
+# Loggers of the HTTP stack that write what they send and receive at DEBUG:
+# httpcore logs response headers as they came, which a server may have
+# copied the credentials into. (Filters on a logger apply to the records it
+# creates, so each one is named.)
+_HTTP_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "aiohttp.client",
+)
+
+
+class _Scrubber(logging.Filter):
+    """Removes the credentials of every live client from the stack's records."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.credentials: weakref.WeakSet[Credentials] = weakref.WeakSet()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.credentials:
+            return True
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        clean = text
+        for credentials in list(self.credentials):
+            clean = credentials.scrub(clean)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+_scrubber = _Scrubber()
+
+
+def install_log_scrubber(credentials: Credentials) -> None:
+    """Scrub *credentials* from the HTTP stack's log records while they live."""
+    if not _scrubber.credentials:
+        for name in _HTTP_LOGGERS:
+            logger = logging.getLogger(name)
+            if _scrubber not in logger.filters:
+                logger.addFilter(_scrubber)
+    _scrubber.credentials.add(credentials)

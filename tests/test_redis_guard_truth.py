@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -162,6 +163,10 @@ class ReplyEater:
         self.upstream_port = upstream_port
         self.armed = False
         self.eaten = 0
+        # Claims to hold back for *delay* seconds (a slow network path:
+        # they reach Redis after the client gave up on them).
+        self.late_claims = 0
+        self.delay = 0.6
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -201,6 +206,9 @@ class ReplyEater:
         pump = asyncio.create_task(downstream())
         try:
             while data := await reader.read(65536):
+                if CLAIM in data and self.late_claims > 0:
+                    self.late_claims -= 1
+                    await asyncio.sleep(self.delay)
                 if self.armed and CLAIM in data:
                     self.armed = False
                     swallowing.set()
@@ -246,7 +254,7 @@ async def test_a_claim_whose_reply_is_lost_is_released(
 
 
 async def test_a_claim_retried_by_redis_py_is_still_its_own(
-    eater: ReplyEater, server: raw.RawServer
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
 ) -> None:
     """redis-py's own retries run the claim twice: the second finds it ours."""
     retrying = Redis(
@@ -268,4 +276,80 @@ async def test_a_claim_retried_by_redis_py_is_still_its_own(
     assert 4242 == message_id
     assert record is not None
     assert SendState.SENT is record.state
+    assert 1 == len(server.received)
+
+
+@pytest.mark.parametrize("retries", [0, 3], ids=["no-retries", "redis-py-retries"])
+async def test_late_claims_never_strand_a_key(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer, retries: int
+) -> None:
+    """Claims that reach Redis after the guard gave up: the key stays free."""
+    options: dict[str, object] = {}
+    if retries:
+        options = {
+            "retry": Retry(NoBackoff(), retries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        }
+    slow = Redis(host="127.0.0.1", port=eater.port, socket_timeout=0.2, **options)
+    guard = SendOnceGuard(slow, namespace="test:truth", lease=5.0)
+    await guard.lookup("warm-up")
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        eater.late_claims = retries + 1
+        with pytest.raises(RedisUnavailableError):
+            await guard.send(client, MESSAGE, dedupe_key="late")
+        await guard.aclose()
+        await asyncio.sleep(eater.delay + 0.1)  # every late claim has landed
+        assert await guard.lookup("late") is None
+
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="late")
+    await slow.aclose()
+    assert 1 == len(server.received)
+
+
+async def test_a_record_lost_during_the_send_is_written_again(
+    guard: SendOnceGuard, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """Redis restarted (or failed over) while the request was on the wire."""
+    answer = asyncio.Event()
+    server.then(raw.hold(answer, raw.accepted(61)))
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        send = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k6"))
+        await eventually(lambda: len(server.received) == 1)
+        await redis_client.flushall()  # the record is gone
+        answer.set()
+        assert 61 == await send
+
+        assert 61 == await guard.send(client, MESSAGE, dedupe_key="k6")
+    assert 1 == len(server.received)
+
+
+async def test_a_hooks_error_after_the_answer_keeps_the_key(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """A response hook's ConnectError: maybe sent, so the key is not freed."""
+
+    async def audit(response: httpx.Response) -> None:
+        raise httpx.ConnectError("the audit service is down")
+
+    async with (
+        httpx.AsyncClient(event_hooks={"response": [audit]}) as user,
+        AsyncViberClient(KEY, base_url=server.base_url, http_client=user) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError):
+            await guard.send(client, MESSAGE, dedupe_key="k7")
+        with pytest.raises(SendUnresolvedError):
+            await guard.send(client, MESSAGE, dedupe_key="k7")
+    assert 1 == len(server.received)
+
+
+async def test_a_gateways_502_page_keeps_the_key(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """nginx answers 502 when its upstream closed after reading: maybe sent."""
+    server.default = raw.respond(502, "<html><h1>502 Bad Gateway</h1></html>")
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await guard.send(client, MESSAGE, dedupe_key="k8")
+        with pytest.raises(SendUnresolvedError):
+            await guard.send(client, MESSAGE, dedupe_key="k8")
     assert 1 == len(server.received)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from rich.traceback import Traceback
 
 from decisiontelecom_viber import (
     AsyncViberClient,
+    ConfigurationError,
     RateLimit,
     RetryPolicy,
     ViberError,
@@ -96,12 +98,18 @@ def scan(error: BaseException, caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("app")
     log.error("send failed: %r", error)
     log.error("send failed: %s", error)
-    try:
-        raise error
-    except ViberError:
-        log.exception("send failed")
+    log.error("send failed", exc_info=error)
     assert_absent(shown(error), *SECRETS)
-    assert_absent(rich_text(error), *SECRETS)
+    for linked in chain(error):
+        assert_absent(rich_text(linked), *SECRETS)
+        assert_absent(
+            "".join(
+                traceback.TracebackException.from_exception(
+                    linked, capture_locals=True
+                ).format()
+            ),
+            *SECRETS,
+        )
     assert_absent(logged(caplog), *SECRETS)
     # No exception of the HTTP stack is reachable from it (they hold the
     # request headers): not as a cause, not as a context.
@@ -210,3 +218,105 @@ async def test_deadlines_and_closing_do_not_show_the_key(
     assert {"OutcomeUnknownError", "DeadlineExceededError"} <= kinds
     for error in errors:
         scan(error, debug_logs)
+
+
+async def caught(awaitable: Awaitable[object]) -> BaseException:
+    try:
+        await awaitable
+    except BaseException as error:
+        return error
+    raise AssertionError("the call did not fail")
+
+
+async def test_cancelling_a_send_on_the_wire_does_not_show_the_key(
+    http_client: Any, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """wait_for, asyncio.timeout-like cancellation, task.cancel: no aiohttp frame."""
+    async with raw.RawServer(default=raw.hang()) as server:
+        options: dict[str, Any] = {"http_client": http_client}
+        async with AsyncViberClient(
+            KEY, base_url=server.base_url, rate_limit=None, **options
+        ) as client:
+            errors = [await caught(asyncio.wait_for(client.send_message(MESSAGE), 0.2))]
+            task = asyncio.create_task(client.send_message(MESSAGE))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            errors.append(await caught(task))
+
+    assert {"TimeoutError", "CancelledError"} <= {type(e).__name__ for e in errors}
+    for error in errors:
+        scan(error, debug_logs)
+
+
+def echo_page(request: raw.Received | None) -> str:
+    assert request is not None
+    return "you sent: " + " ".join(f"{k}: {v}" for k, v in request.headers.items())
+
+
+def echoing(
+    status: int, *, as_api_error: bool = False, in_header: bool = False
+) -> raw.Action:
+    """A server (or gateway) that quotes the request, its credentials included."""
+
+    async def act(writer: raw.Writer, request: raw.Received | None) -> bool:
+        page = echo_page(request)
+        body: Any = page
+        headers: list[tuple[str, str]] = []
+        if as_api_error:
+            body = {"name": "Bad Request", "message": page, "code": 1, "status": 400}
+        if in_header:
+            assert request is not None
+            headers.append(("X-Echo", request.headers["authorization"]))
+            body = "<html>Bad Gateway</html>"
+        return await raw.respond(status, body, headers=headers).act(writer, request)
+
+    return raw.Action(act)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        echoing(404),
+        echoing(400, as_api_error=True),
+        echoing(200),
+        echoing(502, in_header=True),
+    ],
+    ids=["404-page", "400-api-error", "garbled-2xx", "502-header"],
+)
+async def test_an_answer_quoting_the_request_does_not_show_the_key(
+    action: raw.Action, http_client: Any, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """Error pages that echo the request: body, headers and message scrubbed."""
+    async with (
+        raw.RawServer(default=action) as server,
+        AsyncViberClient(
+            KEY, base_url=server.base_url, rate_limit=None, http_client=http_client
+        ) as client,
+    ):
+        error = await failure(lambda: client.send_message(MESSAGE))
+
+    assert "[secret]" in shown(error)
+    scan(error, debug_logs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param({"env": KEY + "\n"}, id="key-with-newline"),
+        pytest.param({"env": KEY, "base_url": "http://api.example.com/v1"}, id="http"),
+        pytest.param({"env": KEY, "max_connections": 0}, id="no-connections"),
+        pytest.param({"env": KEY, "retry": "five"}, id="bad-retry"),
+    ],
+)
+def test_a_configuration_error_does_not_show_the_key(
+    make: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Raised while the key is being read: no frame of the SDK holds it."""
+    monkeypatch.setenv("DECISIONTELECOM_ACCESS_KEY", make.pop("env"))
+
+    with pytest.raises(ConfigurationError) as info:
+        AsyncViberClient(**make)
+
+    scan(info.value, debug_logs)
