@@ -13,7 +13,7 @@ ViberError
 │   ├── InvalidParameterError       code 1 / 400: the API refused a field
 │   ├── InsufficientBalanceError    code 3 / 402: top up the balance
 │   ├── RateLimitError              code 0 / 429: too many requests
-│   └── ServerError                 code 2 / 500, and 502/503 from a gateway
+│   └── ServerError                 code 2, or 500/502/503 with the API's body
 │       └── AmbiguousServerError    any other 5xx: also an OutcomeUnknownError
 │           └── GatewayTimeoutError     504, 524, 598, 599
 ├── APIConnectionError      the request never reached the API; safe to retry
@@ -275,19 +275,22 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
-    """The API or a gateway in front of it failed (500, 502, 503; see subclasses).
+    """The API or a gateway in front of it failed (a 5xx; see subclasses).
 
-    A plain `ServerError` (500, 502, 503, or the API's code 2) means the
-    request was not processed: it is retried, for sends too.
+    A plain `ServerError` — 500, 502 or 503 with the API's own error body,
+    or its code 2 — means the request was not processed: it is retried, for
+    sends too.
     """
 
 
 class AmbiguousServerError(ServerError, OutcomeUnknownError):
-    """A 5xx other than 500, 502 and 503: the request may have been processed.
+    """A 5xx that is not the API's own failure: the request may have been processed.
 
     Gateways and CDNs answer 504, Cloudflare's 520-527, 598, 599 and the
-    like when the API did not answer them in time, or answered something
-    they could not use: the API may have processed the request. For sends
+    like — and 500, 502, 503 pages of their own — when the API did not
+    answer them in time, or answered something they could not use (nginx's
+    502 when its upstream closed after reading the request): the API may
+    have processed the request. For sends
     this is an unknown outcome as well as a server error: retried for status
     lookups, and for sends only when `RetryPolicy.retry_unknown_outcome` is
     set.
