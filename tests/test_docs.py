@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import inspect
 import contextlib
 import io
 import re
@@ -178,3 +179,27 @@ def test_examples_were_found() -> None:
     """The extraction sees the examples (a broken pattern would skip them all)."""
     assert len(pages_with("python")) >= 6
     assert sum(len(console_commands(page)) for page in PAGES) >= 10
+
+
+def test_every_public_name_is_in_the_reference() -> None:
+    """docs/reference.md documents every name the package exports."""
+    import decisiontelecom_viber
+    import decisiontelecom_viber.redis
+    import decisiontelecom_viber.sandbox
+
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    documented = set(re.findall(r"^::: (\S+)", reference, re.MULTILINE))
+    missing = []
+    for module in (
+        decisiontelecom_viber,
+        decisiontelecom_viber.redis,
+        decisiontelecom_viber.sandbox,
+    ):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (isinstance(obj, type) or inspect.isfunction(obj)):
+                continue  # type aliases are described in the prose
+            if f"{module.__name__}.{name}" not in documented:
+                missing.append(f"{module.__name__}.{name}")
+
+    assert [] == missing
