@@ -131,12 +131,24 @@ def resolve_credentials(access_key: str | None) -> Credentials | ConfigurationEr
 # copied the credentials into. (Filters on a logger apply to the records it
 # creates, so each one is named.)
 _HTTP_LOGGERS = (
+    "decisiontelecom_viber",
     "httpx",
     "httpcore.connection",
     "httpcore.http11",
     "httpcore.http2",
     "httpcore.proxy",
+    "httpcore.socks",
+    "hpack.hpack",
+    "hpack.table",
+    # aiohttp.log's loggers (the cookie parser logs illegal names verbatim
+    # on aiohttp.internal, at WARNING).
+    "aiohttp.access",
     "aiohttp.client",
+    "aiohttp.internal",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+    "asyncio",
 )
 
 

@@ -266,6 +266,7 @@ class Pipeline:
             # The transport started the request and never handed it a
             # connection: none of it left the process, whatever the error.
             failure = _never_written(failure)
+        self._credentials.scrub_error(failure)  # before anything shows it
         logger.debug("POST %s failed: %s", request.url.path, failure)
         raise failure from None
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import inspect
 import contextlib
+import inspect
 import io
 import re
 import shlex

@@ -164,9 +164,11 @@ class ReplyEater:
         self.armed = False
         self.eaten = 0
         # Claims to hold back for *delay* seconds (a slow network path:
-        # they reach Redis after the client gave up on them).
+        # they reach Redis after the client gave up on them), and other
+        # commands to hold back, by a marker of their arguments.
         self.late_claims = 0
         self.delay = 0.6
+        self.late: dict[bytes, int] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -209,6 +211,10 @@ class ReplyEater:
                 if CLAIM in data and self.late_claims > 0:
                     self.late_claims -= 1
                     await asyncio.sleep(self.delay)
+                for marker, count in list(self.late.items()):
+                    if count and marker in data:
+                        self.late[marker] = count - 1
+                        await asyncio.sleep(self.delay)
                 if self.armed and CLAIM in data:
                     self.armed = False
                     swallowing.set()
@@ -353,3 +359,88 @@ async def test_a_gateways_502_page_keeps_the_key(
         with pytest.raises(SendUnresolvedError):
             await guard.send(client, MESSAGE, dedupe_key="k8")
     assert 1 == len(server.received)
+
+
+RELEASE = b"$7\r\nrelease\r\n"
+SENT = b"$4\r\nsent\r\n"
+
+
+async def test_late_claims_after_the_lease_never_strand_a_key(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """A claim delivered later than the lease: the tombstone still stops it."""
+    slow = Redis(host="127.0.0.1", port=eater.port, socket_timeout=0.2)
+    guard = SendOnceGuard(slow, namespace="test:truth", lease=0.3)
+    await guard.lookup("warm-up")
+    eater.delay = 0.8
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        eater.late_claims = 1
+        with pytest.raises(RedisUnavailableError):
+            await guard.send(client, MESSAGE, dedupe_key="very-late")
+        await guard.aclose()
+        await asyncio.sleep(0.9)  # the claim landed, long past the lease
+        assert await guard.lookup("very-late") is None
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="very-late")
+    await slow.aclose()
+
+
+async def test_a_caller_cancelled_while_its_claim_is_undone_strands_nothing(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """The undo of a lost claim goes on in the background; aclose waits for it."""
+    flaky = Redis(host="127.0.0.1", port=eater.port, socket_timeout=0.2)
+    guard = SendOnceGuard(flaky, namespace="test:truth")
+    await guard.lookup("warm-up")
+    eater.armed = True  # the claim's reply is lost
+    eater.late[RELEASE] = 1  # and its undo is slow
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(guard.send(client, MESSAGE, dedupe_key="k9"), 0.4)
+        await guard.aclose()
+        assert await guard.lookup("k9") is None
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="k9")
+    await flaky.aclose()
+    assert 1 == len(server.received)
+
+
+async def test_a_caller_cancelled_while_its_send_is_recorded_loses_nothing(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """Sent, then cancelled while the ID is written: it is written all the same."""
+    flaky = Redis(host="127.0.0.1", port=eater.port, socket_timeout=1.0)
+    guard = SendOnceGuard(flaky, namespace="test:truth")
+    await guard.lookup("warm-up")
+    eater.late[SENT] = 1
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        task = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k10"))
+        await eventually(lambda: len(server.received) == 1)
+        await asyncio.sleep(0.1)  # the settle is on its way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await guard.aclose()
+        record = await guard.lookup("k10")
+        assert record is not None
+        assert (SendState.SENT, 4242) == (record.state, record.message_id)
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="k10")
+    await flaky.aclose()
+    assert 1 == len(server.received)
+
+
+async def test_a_stale_attempt_cannot_undo_a_resolve(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """forget, a new attempt claims, resolve, that attempt then fails unsent."""
+    gate = Gate()
+    waiting = AsyncViberClient(KEY, base_url=server.base_url, rate_limit=gate)
+    attempt = asyncio.create_task(guard.send(waiting, MESSAGE, dedupe_key="k11"))
+    await eventually(lambda: gate.waiting == 1)  # claimed, not sent
+
+    await guard.resolve("k11", 4242)  # a person found the earlier message
+    await waiting.aclose()
+    with pytest.raises(ClientClosedError):
+        await attempt
+
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        assert 4242 == await guard.send(client, MESSAGE, dedupe_key="k11")
+    assert [] == server.received

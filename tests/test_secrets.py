@@ -17,7 +17,7 @@ import asyncio
 import io
 import logging
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -111,6 +111,7 @@ def scan(error: BaseException, caplog: pytest.LogCaptureFixture) -> None:
             *SECRETS,
         )
     assert_absent(logged(caplog), *SECRETS)
+    assert_absent(caplog.live.text, *SECRETS)  # type: ignore[attr-defined]
     # No exception of the HTTP stack is reachable from it (they hold the
     # request headers): not as a cause, not as a context.
     assert [] == [
@@ -135,10 +136,37 @@ def chain(error: BaseException) -> list[BaseException]:
     return found
 
 
+class LiveLog:
+    """Log records as a handler writes them at once (no later scrubbing helps)."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
 @pytest.fixture
-def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+def live_log() -> Iterator[LiveLog]:
+    log = LiveLog()
+    root = logging.getLogger()
+    root.addHandler(log.handler)
+    try:
+        yield log
+    finally:
+        root.removeHandler(log.handler)
+
+
+@pytest.fixture
+def debug_logs(
+    caplog: pytest.LogCaptureFixture, live_log: LiveLog
+) -> pytest.LogCaptureFixture:
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
+    caplog.live = live_log  # type: ignore[attr-defined]
     return caplog
 
 
@@ -320,3 +348,60 @@ def test_a_configuration_error_does_not_show_the_key(
         AsyncViberClient(**make)
 
     scan(info.value, debug_logs)
+
+
+def echoed_malformed(kind: str) -> raw.Action:
+    """A malformed answer quoting the credentials: parsers quote the bad line."""
+
+    async def act(writer: raw.Writer, request: raw.Received | None) -> bool:
+        assert request is not None
+        secret = request.headers["authorization"].encode()
+        data = {
+            "header": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Echo "
+            + secret
+            + b"\r\n\r\n{}",
+            "status": b"HTTP/1.1 2x0 " + secret + b"\r\n\r\n",
+            "chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + secret
+            + b"\r\n{}\r\n",
+        }[kind]
+        writer.write(data)
+        await writer.drain()
+        return False
+
+    return raw.Action(act)
+
+
+@pytest.mark.parametrize("kind", ["header", "status", "chunk"])
+async def test_a_malformed_answer_quoting_the_key_is_logged_scrubbed(
+    kind: str, http_client: Any, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's DEBUG line about the failure is written already scrubbed."""
+    async with (
+        raw.RawServer(default=echoed_malformed(kind)) as server,
+        AsyncViberClient(
+            KEY, base_url=server.base_url, rate_limit=None, http_client=http_client
+        ) as client,
+    ):
+        error = await failure(lambda: client.send_message(MESSAGE))
+
+    scan(error, debug_logs)
+
+
+async def test_a_cookie_quoting_the_key_is_logged_scrubbed(
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp logs an illegal cookie name verbatim (aiohttp.internal, WARNING)."""
+
+    async def cookie(writer: raw.Writer, request: raw.Received | None) -> bool:
+        assert request is not None
+        name = request.headers["authorization"]
+        action = raw.accepted(7, headers=[("Set-Cookie", f"{name}=1")])
+        return await action.act(writer, request)
+
+    async with raw.RawServer(default=raw.Action(cookie)) as server:
+        url = server.base_url.replace("127.0.0.1", "localhost")
+        async with AsyncViberClient(KEY, base_url=url, rate_limit=None) as client:
+            assert 7 == await client.send_message(MESSAGE)
+
+    assert_absent(debug_logs.live.text, *SECRETS)  # type: ignore[attr-defined]

@@ -69,6 +69,7 @@ DEFAULT_LEASE = 120.0
 _RETRY_FIRST = 0.25
 _RETRY_MAX = 15.0
 _RETRY_FOR = 600.0
+_TOMBSTONE = 1800.0
 
 
 class SendState(enum.Enum):
@@ -231,6 +232,10 @@ class SendOnceGuard:
         if self._lease >= self._ttl:
             raise ConfigurationError("SendOnceGuard lease must be shorter than ttl")
         self._scripts = GuardScripts(redis)
+        # Releases leave a tombstone this long: a copy of a claim delivered
+        # late (a socket's last bytes after a partition heals) cannot land
+        # after it. TCP gives up long before.
+        self._tombstone = max(self._lease, _TOMBSTONE)
         self._background: set[asyncio.Task[bool]] = set()
 
     def __repr__(self) -> str:
@@ -455,17 +460,7 @@ class SendOnceGuard:
 
     async def _undo_claim(self, redis_key: str, owner: str) -> None:
         """Release a claim whose reply was lost, if it landed (by owner)."""
-        try:
-            await self._scripts.settle(
-                redis_key,
-                owner=owner,
-                action="release",
-                ttl=self._ttl,
-                tombstone=self._lease,
-            )
-        except REDIS_ERRORS:
-            # Still unreachable: keep trying in the background.
-            self._settle_soon(redis_key, owner, "release")
+        await self._settle(redis_key, owner, "release")
 
     async def _settle(
         self,
@@ -476,20 +471,16 @@ class SendOnceGuard:
         message_id: int | None = None,
         reason: str = "",
     ) -> None:
-        """Settle a claim now, even if the caller is cancelled meanwhile.
+        """Settle a claim: wait for the first try, let the rest run on its own.
 
-        If Redis cannot be reached, the guard keeps trying in the background
-        (`aclose` waits for that).
+        The settle runs in a task of its own (tracked: `aclose` waits for
+        it), so the caller's cancellation cannot stop it, and a Redis that
+        cannot be reached is tried again in the background.
         """
-        settled = await asyncio.shield(
-            self._settle_now(
-                redis_key, owner, action, message_id=message_id, reason=reason
-            )
+        first_try = self._settle_soon(
+            redis_key, owner, action, message_id=message_id, reason=reason
         )
-        if not settled:
-            self._settle_soon(
-                redis_key, owner, action, message_id=message_id, reason=reason
-            )
+        await first_try.wait()
 
     def _settle_soon(
         self,
@@ -499,8 +490,9 @@ class SendOnceGuard:
         *,
         message_id: int | None = None,
         reason: str = "",
-    ) -> None:
-        """Settle a claim in a task of its own, trying for 10 minutes."""
+    ) -> asyncio.Event:
+        """Settle a claim in a task of its own; return an event set after one try."""
+        first_try = asyncio.Event()
         task = asyncio.get_running_loop().create_task(
             self._settle_now(
                 redis_key,
@@ -508,11 +500,12 @@ class SendOnceGuard:
                 action,
                 message_id=message_id,
                 reason=reason,
-                keep_trying=True,
+                first_try=first_try,
             )
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return first_try
 
     async def _settle_now(
         self,
@@ -522,42 +515,54 @@ class SendOnceGuard:
         *,
         message_id: int | None,
         reason: str,
-        keep_trying: bool = False,
+        first_try: asyncio.Event,
     ) -> bool:
         """Settle a claim; failures are logged, never raised over the send's result.
 
-        With *keep_trying*, a Redis that cannot be reached is tried again
-        with growing waits, for 10 minutes (or the lease). Returns whether it
-        settled.
+        A Redis that cannot be reached is tried again with growing waits, for
+        10 minutes (or the lease, if longer). Returns whether it settled.
         """
         outcome = _OUTCOMES[action].format(message_id=message_id)
         wait, waited = _RETRY_FIRST, 0.0
-        while True:
-            try:
-                verdict, _ = await self._scripts.settle(
-                    redis_key,
-                    owner=owner,
-                    action=action,
-                    message_id=message_id,
-                    reason=reason,
-                    ttl=self._ttl,
-                    tombstone=self._lease,
-                )
-                break
-            except REDIS_ERRORS as error:
-                if keep_trying and waited + wait <= max(self._lease, _RETRY_FOR):
-                    await asyncio.sleep(wait)
-                    waited, wait = waited + wait, min(wait * 2, _RETRY_MAX)
-                    continue
-                logger.error(  # noqa: TRY400 - the cause is in the message
-                    "could not record in Redis that %s (%s: %s): %s stays pending, "
-                    "then unresolved, until you resolve() or forget() it",
-                    outcome,
-                    type(error).__name__,
-                    error,
-                    redis_key,
-                )
-                return False
+        try:
+            while True:
+                try:
+                    verdict, _ = await self._scripts.settle(
+                        redis_key,
+                        owner=owner,
+                        action=action,
+                        message_id=message_id,
+                        reason=reason,
+                        ttl=self._ttl,
+                        tombstone=self._tombstone,
+                    )
+                    break
+                except REDIS_ERRORS as error:
+                    if not first_try.is_set():
+                        first_try.set()
+                        logger.warning(
+                            "could not record in Redis that %s (%s: %s); "
+                            "retrying in the background",
+                            outcome,
+                            type(error).__name__,
+                            error,
+                        )
+                    if waited + wait <= max(self._lease, _RETRY_FOR):
+                        await asyncio.sleep(wait)
+                        waited, wait = waited + wait, min(wait * 2, _RETRY_MAX)
+                        continue
+                    logger.error(  # noqa: TRY400 - the cause is in the message
+                        "could not record in Redis that %s (%s: %s): %s stays "
+                        "pending, then unresolved, until you resolve() or "
+                        "forget() it",
+                        outcome,
+                        type(error).__name__,
+                        error,
+                        redis_key,
+                    )
+                    return False
+        finally:
+            first_try.set()
         if verdict == "recreated":
             logger.warning(
                 "the record of %s had vanished while its send was in flight "
@@ -568,9 +573,9 @@ class SendOnceGuard:
         elif verdict != "ok" and action != "release":
             # (Nothing was sent on a release: whoever holds the key now is right.)
             logger.error(
-                "another attempt holds %s now (its record was forgotten or lost "
-                "while this send was in flight), so it does not say that %s: "
-                "the message may be sent twice",
+                "another attempt holds %s now (its record was forgotten, "
+                "resolved or lost while this send was in flight), so it does "
+                "not say that %s: check for a second send",
                 redis_key,
                 outcome,
             )

@@ -489,6 +489,11 @@ if action == 'release' then
   end
   return {'ok', ''}
 end
+if owner == '' then
+  -- Reconciled by a person: no attempt holds the key any more, so a stale
+  -- attempt's settle (its owner's) cannot overwrite what was decided.
+  record.owner = ''
+end
 record.state = action
 record.updated_at = fmt(now)
 if action == 'sent' then
