@@ -26,6 +26,7 @@ from collections.abc import (
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
+from ._calls import abort
 from ._clock import Clock
 from ._context import WorkerContext, worker
 from ._errors import ValidationError
@@ -208,16 +209,25 @@ class _Engine(Generic[Result]):
             logger.exception("the progress callback failed")
 
     def stop(self) -> None:
-        """Take no more input; cancel the workers with nothing on the wire.
+        """Take no more input; stop every item that has nothing on the wire.
 
-        A worker whose request is written finishes that item (so that what
-        it learns, a message ID, is not lost to whoever records it), then
-        ends; the rest write nothing more.
+        A call waiting (for the limiter, a retry's backoff) is aborted: its
+        item ends with `ClientClosedError` (or unknown, if an earlier attempt
+        may have been processed) and is kept in `unconsumed`. An item whose
+        request is on the wire finishes (no retry follows), and so does one
+        whose worker is recording what came of it (a message ID is not lost
+        to whoever records it). Idle workers just end.
         """
         self.stopping = True
         for task, context in self.workers:
             context.stopping = True
-            if not context.on_the_wire and not task.done():
+            if task.done():
+                continue
+            call = context.call
+            if call is not None:
+                if not call.may_be_on_the_wire:
+                    abort(call, _STREAM_CLOSED)
+            elif not context.sent_something:
                 task.cancel()
 
     async def run(self) -> AsyncGenerator[Result, None]:
@@ -301,6 +311,7 @@ class _Engine(Generic[Result]):
                     slots.release()
                     break
                 index, item = taken
+                context.sent_something = False
                 results.put_nowait((index, await process(index, item)))
         except Exception as error:  # noqa: BLE001 - re-raised by run
             # *process* turns every failure into a result; reaching this is a
@@ -308,6 +319,9 @@ class _Engine(Generic[Result]):
             self.crash = error
         finally:
             results.put_nowait(None)
+
+
+_STREAM_CLOSED = "the result stream was closed before this request was written"
 
 
 def _stopped(context: WorkerContext) -> bool:

@@ -15,7 +15,7 @@ from ._context import worker
 from ._limits import Permit
 
 
-__all__ = ["Call", "Calls"]
+__all__ = ["Call", "Calls", "abort"]
 
 _ABORTED = "the client is closing"
 
@@ -39,6 +39,7 @@ class Call:
     """
 
     __slots__ = (
+        "abort_reason",
         "aborted",
         "exchanging",
         "first_granted_at",
@@ -55,6 +56,7 @@ class Call:
         self.tracked = False
         self.wrote = False
         self.aborted = False
+        self.abort_reason = ""
         self.maybe_processed = False
         self.first_permit: Permit | None = None
         self.first_granted_at = 0.0
@@ -71,6 +73,18 @@ class Call:
     def may_be_on_the_wire(self) -> bool:
         """Whether some of the current request may have left the process."""
         return self.exchanging and (self.wrote or not self.tracked)
+
+
+def abort(call: Call, reason: str = "") -> None:
+    """Cancel *call*, which has nothing on the wire: it raises `ClientClosedError`.
+
+    (Or `OutcomeUnknownError`, when an earlier attempt may have been
+    processed: `Pipeline.run` decides.) *reason* words the error.
+    """
+    if not call.aborted and call.task is not None:
+        call.aborted = True
+        call.abort_reason = reason
+        call.task.cancel(_ABORTED)
 
 
 class Calls:
@@ -103,6 +117,10 @@ class Calls:
         call.tracked = call.wrote = False
 
     def end_exchange(self, call: Call) -> None:
+        if call.may_be_on_the_wire:
+            context = worker.get()
+            if context is not None:
+                context.sent_something = True
         call.exchanging = False
         self._notify()
 
@@ -124,13 +142,8 @@ class Calls:
         while True:
             others = [call for call in self._calls if call.task is not current]
             for call in others:
-                if (
-                    not call.may_be_on_the_wire
-                    and not call.aborted
-                    and call.task is not None
-                ):
-                    call.aborted = True
-                    call.task.cancel(_ABORTED)
+                if not call.may_be_on_the_wire:
+                    abort(call)
             if not others:
                 return
             self._changed.clear()

@@ -29,14 +29,17 @@ class WorkerContext:
     Attributes:
         tally: The stream's counters.
         call: The call the worker is running, if any.
+        sent_something: A request of the current item may have left (the
+            worker may be recording what came of it, as `SendOnceGuard` does).
         stopping: The stream was closed: write nothing more.
     """
 
-    __slots__ = ("call", "stopping", "tally")
+    __slots__ = ("call", "sent_something", "stopping", "tally")
 
     def __init__(self, tally: Tally) -> None:
         self.tally = tally
         self.call: Call | None = None
+        self.sent_something = False
         self.stopping = False
 
     @property

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from ._clock import Clock
+from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
 
 
@@ -183,8 +183,10 @@ def bind_clock(current: Clock, given: bool, clock: Clock, owner: str) -> bool:
         clock: The clock a client binds.
         owner: The limiter's class name, for the error message.
     """
-    if clock is current:
-        return False
+    if clock is current or (
+        type(clock) is SystemClock and type(current) is SystemClock
+    ):
+        return False  # (the real clock has no state: any one is the same)
     if given:
         raise ConfigurationError(
             f"this {owner} runs on another clock than the client's: give both "

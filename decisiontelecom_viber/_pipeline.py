@@ -79,6 +79,7 @@ T_co = TypeVar("T_co", covariant=True)
 # after the attempt's own timeouts, so that those (more precise) fire first.
 _DEADLINE_GRACE = 0.05
 _DEADLINE_PASSED = "the call's deadline passed while waiting for the answer"
+_AIOHTTP_CEIL_THRESHOLD = 5.0
 
 
 class Decoder(Protocol[T_co]):
@@ -167,11 +168,12 @@ class Pipeline:
                 lambda deadline: self._attempt(operation, body, deadline, call),
                 name=operation.name,
                 idempotent=operation.idempotent,
+                stopping=self._stopping,
             )
         except asyncio.CancelledError:
             if not (call.aborted and self._calls.take_cancel(call)):
                 raise
-            failure: ViberError = ClientClosedError()
+            failure: ViberError = ClientClosedError(call.abort_reason)
         except ViberError as error:
             failure = error
         finally:
@@ -336,9 +338,14 @@ class Pipeline:
         now = self._clock.monotonic()
         # Getting a connection must end by the write-by time, so that no
         # request is written later; the answer may take until the deadline.
+        # (aiohttp rounds a timeout above 5 s up to a whole second of loop
+        # time: one second less covers that.)
+        connect = write_by - now
+        if connect > _AIOHTTP_CEIL_THRESHOLD:
+            connect -= 1.0
         limits = {
-            "pool": write_by - now,
-            "connect": write_by - now,
+            "pool": connect,
+            "connect": connect,
             "write": deadline - now,
             "read": deadline - now,
         }
@@ -346,6 +353,11 @@ class Pipeline:
             phase: _cut(value, limits.get(phase, deadline - now))
             for phase, value in self._timeout_ext.items()
         }
+
+    def _stopping(self) -> bool:
+        """Whether the client or the caller's bulk stream is closing."""
+        context = worker.get()
+        return self._calls.closed or (context is not None and context.stopping)
 
     def _check_writable(self) -> None:
         """Refuse to write when the client or the caller's bulk stream closed."""

@@ -120,7 +120,7 @@ class AdaptiveLimiter:
         self._dispatcher: asyncio.Task[None] | None = None
         # What the dispatcher waits for: a slot at this time, or a release.
         self._sleeping_until = 0.0
-        self._awaiting_release = False
+        self._release_waiter: asyncio.Task[object] | None = None
         self._released = asyncio.Event()
         # Feedback for requests sent no later than this is stale.
         self._changed_at = -1.0
@@ -182,7 +182,7 @@ class AdaptiveLimiter:
             # dispatcher is sleeping towards (it goes to a caller ahead).
             if deadline < max(now, self._paused_until, self._sleeping_until):
                 raise _late()
-            if self._awaiting_release:
+            if self._release_waiter is not None:
                 self._released.set()  # wake the dispatcher to watch this deadline
         self._last_wait = now
         future = self._queue.add(deadline)
@@ -253,7 +253,8 @@ class AdaptiveLimiter:
         """Wait for a request to end (slow start), or for a waiter's deadline."""
         self._released.clear()
         earliest = self._queue.earliest_deadline()
-        self._awaiting_release = True
+        me = asyncio.current_task()
+        self._release_waiter = me
         try:
             if earliest is None:
                 await self._released.wait()
@@ -268,7 +269,9 @@ class AdaptiveLimiter:
                 # slot can reach that waiter in time.
                 self._queue.expire(self._clock.monotonic() + 1e-9, _late)
         finally:
-            self._awaiting_release = False
+            # (Only if still ours: a cancelled dispatcher unwinds late.)
+            if self._release_waiter is me:
+                self._release_waiter = None
 
     def _forget(self, future: asyncio.Future[float]) -> None:
         self._queue.discard(future)

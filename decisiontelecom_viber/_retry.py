@@ -246,12 +246,15 @@ class Retrier:
         *,
         name: str,
         idempotent: bool,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> T:
         """Run ``operation(deadline)`` until it succeeds or may not be retried.
 
         *deadline* is a `Clock.monotonic` time (or None) by which the whole
-        call should be over; operations cut their own timeouts to it. Retries
-        are counted in the retrier's tally and the bulk worker's (`_context`).
+        call should be over; operations cut their own timeouts to it. No
+        retry starts once *stopping* says so (the client or the stream is
+        closing): the last error is raised at once. Retries are counted in
+        the retrier's tally and the bulk worker's (`_context`).
         """
         policy = self._policy
         start = self._clock.monotonic()
@@ -259,15 +262,19 @@ class Retrier:
         try:
             return await operation(deadline)
         except ViberError as error:
-            if self._attempts == 1 or not should_retry(
-                error,
-                idempotent=idempotent,
-                retry_unknown_outcome=policy.retry_unknown_outcome,
+            if (
+                self._attempts == 1
+                or stopping()
+                or not should_retry(
+                    error,
+                    idempotent=idempotent,
+                    retry_unknown_outcome=policy.retry_unknown_outcome,
+                )
             ):
                 raise
             first_error = error
         return await self._call_with_tenacity(
-            operation, first_error, start, deadline, name, idempotent
+            operation, first_error, start, deadline, name, idempotent, stopping
         )
 
     async def _call_with_tenacity(
@@ -278,6 +285,7 @@ class Retrier:
         deadline: float | None,
         name: str,
         idempotent: bool,
+        stopping: Callable[[], bool],
     ) -> T:
         policy = self._policy
         clock = self._clock
@@ -309,7 +317,7 @@ class Retrier:
         last_write = write_by(policy, deadline)
 
         def stop(state: _t.RetryCallState) -> bool:
-            if state.attempt_number >= self._attempts:
+            if state.attempt_number >= self._attempts or stopping():
                 return True
             # No retry that could not be written before the deadline.
             return (

@@ -288,8 +288,13 @@ def _api_error(
         code = None
         status = None
     full = error_body is not None and error_body.keys() >= _ERROR_KEYS
+    # The error body's own status decides — but not over a gateway's 5xx:
+    # a 504 page shaped like the API's error says nothing of the API.
+    gateway = http_status >= 500 and http_status not in _API_FAILURES
     effective = (
-        status if full and status is not None and 400 <= status <= 599 else http_status
+        status
+        if full and not gateway and status is not None and 400 <= status <= 599
+        else http_status
     )
     found = error_class(effective, code, api_error=full)
     text = _body_text(body)

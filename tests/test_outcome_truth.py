@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from decisiontelecom_viber import (
+    AdaptiveLimiter,
     AmbiguousServerError,
     APIConnectionError,
     AsyncViberClient,
@@ -827,3 +828,123 @@ async def test_arguments_of_the_wrong_kind_are_validation_errors(
     with pytest.raises(ValidationError, match="progress_interval"):
         client.send_messages([], progress_interval=-1)
     assert [] == server.received
+
+
+# -- found by attacking again ------------------------------------------------------
+
+
+async def test_closing_a_stream_reports_an_item_that_may_have_been_processed(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """Its first attempt was read, then the connection dropped; it is in backoff."""
+    server.then(raw.accepted(1), raw.close(after_reading=True), raw.accepted(3))
+    client = make_client(
+        server,
+        retry=RetryPolicy(retry_unknown_outcome=True, wait_initial=5, wait_max=5),
+    )
+    async with client.send_messages(
+        [message(n) for n in range(2)], concurrency=2, ordered=True
+    ) as results:
+        first = await results.__anext__()
+        await eventually(lambda: len(server.received) == 2)
+        await asyncio.sleep(0.05)  # item 1 is in its backoff now
+
+    assert SendOutcome.SENT is first.outcome
+    (second,) = results.unconsumed
+    assert SendOutcome.UNKNOWN is second.outcome
+    assert 2 == len(server.received)
+
+
+async def test_closing_a_stream_stops_a_retry_that_waits(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """On the wire when closed, then a 429 asking for 15 s: no retry, no wait."""
+    server.then(
+        raw.accepted(1),
+        raw.delayed(
+            0.2, raw.respond(429, RATE_LIMITED, headers=[("Retry-After", "15")])
+        ),
+    )
+    client = make_client(server)
+    stream = client.send_messages([message(n) for n in range(2)], concurrency=2)
+    first = await stream.__anext__()
+    await eventually(lambda: len(server.received) == 2)
+
+    with Stopwatch() as watch:
+        await stream.aclose()
+
+    assert watch.elapsed < 2.0
+    assert SendOutcome.SENT is first.outcome
+    (second,) = stream.unconsumed
+    assert isinstance(second.error, RateLimitError)
+    assert 2 == len(server.received)
+
+
+async def test_a_gateways_5xx_shaped_like_an_api_error_is_still_unknown(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """A 504 whose JSON says status 500: the gateway's word, not the API's."""
+    server.then(raw.respond(504, {**API_FAILURE, "status": 500}), raw.accepted(1))
+    client = make_client(server)
+
+    with pytest.raises(GatewayTimeoutError):
+        await client.send_message(MESSAGE)
+
+    assert 1 == len(server.received)
+
+
+async def test_a_pause_in_slow_start_watches_every_deadline(
+    server: raw.RawServer,
+) -> None:
+    """One limiter, two clients; a bulk item and cancellations come and go."""
+    server.then(raw.delayed(3.0, raw.accepted(1)))
+    limiter = AdaptiveLimiter(RateLimit(initial_window=1))
+    batch = AsyncViberClient(
+        KEY, base_url=server.base_url, rate_limit=limiter, retry=RetryPolicy(timeout=30)
+    )
+    otp = AsyncViberClient(
+        KEY,
+        base_url=server.base_url,
+        rate_limit=limiter,
+        retry=RetryPolicy(timeout=1.0, attempts=1),
+    )
+    first = asyncio.create_task(batch.send_message(message(1)))
+    await eventually(lambda: len(server.received) == 1)
+    early = asyncio.create_task(otp.send_message(message(2)))
+    await asyncio.sleep(0.05)
+    early.cancel()
+    stream = batch.send_messages([message(3)], concurrency=1)
+    consumer = asyncio.create_task(stream.__anext__())
+    await asyncio.sleep(0.05)
+
+    with Stopwatch() as watch, pytest.raises(DeadlineExceededError):
+        await otp.send_message(message(4))
+
+    assert watch.elapsed < 1.0 + SLACK
+    assert 1 == await first
+    assert SendOutcome.SENT is (await consumer).outcome
+    await asyncio.gather(early, return_exceptions=True)
+    await stream.aclose()
+    await batch.aclose()
+    await otp.aclose()
+
+
+async def test_no_request_waits_for_a_connection_past_its_write_by_time(
+    server: raw.RawServer,
+) -> None:
+    """aiohttp rounds timeouts above 5 s up to a second: the SDK allows for it."""
+    server.then(raw.delayed(6.3, raw.accepted(1)), raw.accepted(2))
+    async with AsyncViberClient(
+        KEY,
+        base_url=server.base_url,
+        rate_limit=None,
+        max_connections=1,
+        retry=RetryPolicy(timeout=6.5, attempts=1),
+    ) as client:
+        first = asyncio.create_task(client.send_message(message(1)))
+        await eventually(lambda: len(server.received) == 1)
+        with pytest.raises((APIConnectionError, DeadlineExceededError)):
+            await client.send_message(message(2))  # may write until 5.5 s only
+        assert 1 == await first
+
+    assert 1 == len(server.received)

@@ -25,6 +25,8 @@ from decisiontelecom_viber import (
     ClientClosedError,
     Feedback,
     OutcomeUnknownError,
+    RateLimit,
+    SendOutcome,
     ViberMessage,
 )
 from decisiontelecom_viber.redis import (
@@ -444,3 +446,45 @@ async def test_a_stale_attempt_cannot_undo_a_resolve(
     async with AsyncViberClient(KEY, base_url=server.base_url) as client:
         assert 4242 == await guard.send(client, MESSAGE, dedupe_key="k11")
     assert [] == server.received
+
+
+async def test_closing_a_guarded_stream_reports_what_was_sent(
+    eater: ReplyEater, redis_client: Redis, server: raw.RawServer
+) -> None:
+    """A worker recording its message ID when the stream closes finishes it."""
+    slow = Redis(host="127.0.0.1", port=eater.port, socket_timeout=2.0)
+    guard = SendOnceGuard(slow, namespace="test:truth")
+    await guard.lookup("warm-up")
+    server.then(raw.accepted(200), raw.delayed(0.05, raw.accepted(201)))
+    eater.late[SENT] = 2  # recording each ID takes a while
+    async with AsyncViberClient(KEY, base_url=server.base_url) as client:
+        stream = guard.send_messages(
+            client, [(f"order-{n}", MESSAGE) for n in range(2)], concurrency=2
+        )
+        first = await stream.__anext__()
+        await stream.aclose()
+    await slow.aclose()
+
+    reported = [first, *stream.unconsumed]
+    assert {200, 201} == {r.message_id for r in reported}
+    assert 2 == len(server.received)
+
+
+async def test_closing_a_guarded_stream_frees_the_keys_it_never_sent(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """An item waiting for the limiter when the stream closes: failed, key free."""
+    async with AsyncViberClient(
+        KEY, base_url=server.base_url, rate_limit=RateLimit(rate=0.5, adaptive=False)
+    ) as client:
+        stream = guard.send_messages(
+            client, [(f"order-{n}", MESSAGE) for n in range(2)], concurrency=2
+        )
+        first = await stream.__anext__()
+        await stream.aclose()
+
+    (second,) = stream.unconsumed
+    assert SendOutcome.SENT is first.outcome
+    assert isinstance(second.error, ClientClosedError)
+    assert await guard.lookup(second.dedupe_key or "") is None
+    assert 1 == len(server.received)

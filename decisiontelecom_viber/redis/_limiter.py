@@ -342,7 +342,15 @@ class RedisLimiter:
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:
-            verdict = await future
+            if deadline is None:
+                verdict = await future
+            else:
+                # Also a bound in real time: a stalled Redis (a failover's
+                # CLIENT PAUSE) holds the dispatcher's script call.
+                verdict = await asyncio.wait_for(future, deadline - start)
+        except asyncio.TimeoutError:
+            self._queue.discard(future)
+            raise _late() from None
         except asyncio.CancelledError:
             self._queue.discard(future)
             raise
