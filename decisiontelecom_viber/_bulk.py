@@ -312,7 +312,9 @@ class _Engine(Generic[Result]):
                     break
                 index, item = taken
                 context.sent_something = False
-                results.put_nowait((index, await process(index, item)))
+                result = await process(index, item)
+                context.sent_something = False  # idle again: nothing to finish
+                results.put_nowait((index, result))
         except Exception as error:  # noqa: BLE001 - re-raised by run
             # *process* turns every failure into a result; reaching this is a
             # bug, which must surface rather than silently drop an item.

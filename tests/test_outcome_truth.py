@@ -948,3 +948,42 @@ async def test_no_request_waits_for_a_connection_past_its_write_by_time(
         assert 1 == await first
 
     assert 1 == len(server.received)
+
+
+async def test_closing_a_stream_whose_input_is_idle_returns_at_once(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """A worker waiting for a slow producer's next item is simply stopped."""
+    queue: asyncio.Queue[ViberMessage] = asyncio.Queue()
+
+    async def produced() -> Any:
+        while True:
+            yield await queue.get()
+
+    client = make_client(server)
+    stream = client.send_messages(produced(), concurrency=1)
+    queue.put_nowait(message(0))
+    first = await stream.__anext__()
+
+    with Stopwatch() as watch:
+        await asyncio.wait_for(stream.aclose(), 5)
+
+    assert SendOutcome.SENT is first.outcome
+    assert watch.elapsed < 1.0
+
+
+async def test_leaving_a_stream_while_its_window_is_full_returns(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """The worker waits for the consumer to take results; the consumer left."""
+    client = make_client(server)
+
+    with pytest.raises(LookupError):  # noqa: PT012 - the block is the test
+        async with client.send_messages(
+            [message(n) for n in range(10)], concurrency=1
+        ) as results:
+            async for _ in results:
+                await eventually(lambda: len(server.received) >= 3)
+                raise LookupError("the consumer gives up")
+
+    assert len(server.received) <= 3
