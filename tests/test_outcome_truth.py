@@ -37,6 +37,7 @@ from decisiontelecom_viber import (
     RateLimitError,
     RetryPolicy,
     SendOutcome,
+    ServerError,
     UnexpectedResponseError,
     ValidationError,
     ViberMessage,
@@ -741,7 +742,7 @@ async def test_a_second_aclose_waits_for_the_first(
 async def test_aclose_waits_for_a_call_going_back_to_its_backoff(
     server: raw.RawServer, make_client: MakeClient
 ) -> None:
-    """On the wire when closing began, then a 503: aborted before its retry."""
+    """On the wire when closing began, then a 503: no retry, the 503 is the end."""
     server.then(raw.delayed(0.2, raw.respond(503, {**API_FAILURE, "status": 503})))
     client = make_client(
         server, retry=RetryPolicy(wait_initial=2, wait_max=2, wait_jitter=0)
@@ -754,8 +755,9 @@ async def test_aclose_waits_for_a_call_going_back_to_its_backoff(
 
     assert send.done()
     assert watch.elapsed < 1.0
-    with pytest.raises(ClientClosedError):
+    with pytest.raises(ServerError) as info:
         await send
+    assert SendOutcome.FAILED is SendOutcome.of(info.value)
     assert 1 == len(server.received)
 
 

@@ -305,7 +305,11 @@ async def test_an_id_is_returned_even_if_redis_fails_after_the_send(
     start_redis_server: Callable[[int], AbstractContextManager[RedisServer]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Redis gone between claim and settle: the ID is returned and an error logged."""
+    """Redis gone between claim and settle: the ID is returned, the record retried.
+
+    The guard says so at once (a warning), keeps trying in the background,
+    and when it is made to give up (aclose with a timeout), logs an error.
+    """
     port = unused_port()
     server = start_redis_server(port)
     server.__enter__()
@@ -325,12 +329,17 @@ async def test_an_id_is_returned_even_if_redis_fails_after_the_send(
                 "key", base_url="https://api.test/v1/api", http_client=http
             ) as viber,
         ):
-            with caplog.at_level(logging.ERROR, logger="decisiontelecom_viber"):
+            with caplog.at_level(logging.WARNING, logger="decisiontelecom_viber"):
                 message_id = await guard.send(viber, message(), dedupe_key="order-1")
+                await guard.aclose(timeout=0.2)
     finally:
         await redis.aclose()
-    errors = [r for r in caplog.records if r.name == "decisiontelecom_viber"]
+    records = [r for r in caplog.records if r.name == "decisiontelecom_viber"]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
+    errors = [r for r in records if r.levelno == logging.ERROR]
 
     assert 777 == message_id
+    assert "the message was sent as 777" in warnings[0].getMessage()
+    assert "retrying in the background" in warnings[0].getMessage()
     assert 1 == len(errors)
-    assert "the message was sent as 777" in errors[0].getMessage()
+    assert "gave up" in errors[0].getMessage()

@@ -369,7 +369,7 @@ class SendOnceGuard:
             raise RedisUnavailableError("forget", error) from error
         return bool(deleted)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float | None = None) -> None:
         """Wait for records still being settled in the background.
 
         Records settle in the background when their send was cancelled, or
@@ -378,9 +378,19 @@ class SendOnceGuard:
         this before your process exits, or those keys stay pending (then
         unresolved) although their outcome was known. The Redis client is
         not closed.
+
+        Args:
+            timeout: Seconds to wait at most; then the settles still trying
+                are given up (an error is logged for each key).
         """
-        if self._background:
-            await asyncio.wait(list(self._background))
+        if not self._background:
+            return
+        pending = list(self._background)
+        _, left = await asyncio.wait(pending, timeout=timeout)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
 
     # -- inside -------------------------------------------------------------------
 
@@ -561,6 +571,14 @@ class SendOnceGuard:
                         redis_key,
                     )
                     return False
+        except asyncio.CancelledError:
+            logger.error(  # noqa: TRY400 - no traceback: a shutdown, not a bug
+                "gave up recording in Redis that %s: %s stays pending, then "
+                "unresolved, until you resolve() or forget() it",
+                outcome,
+                redis_key,
+            )
+            raise
         finally:
             first_try.set()
         if verdict == "recreated":
