@@ -47,7 +47,15 @@ class Exchange(Protocol):
     Every failure is raised as a `ViberError`, never as a foreign exception;
     cancellation propagates. A transport may tell the pipeline when it starts
     the request and when it may write it (`_transport.wire_signal`).
+
+    Attributes:
+        pool_timeout_bounds_connecting: Whether the ``pool`` timeout bounds
+            waiting for a connection *and* making one (aiohttp's ``connect``
+            timeout does), rather than the wait alone (httpx's: its
+            ``connect`` timeout then follows).
     """
+
+    pool_timeout_bounds_connecting: bool
 
     async def __call__(self, request: httpx.Request) -> Answer:
         """Send *request* and read the whole answer."""
@@ -65,6 +73,9 @@ class TransportExchange:
     """
 
     __slots__ = ("_closed", "_scrub", "_transport")
+
+    # httpx-aiohttp maps ``pool`` to aiohttp's ``connect``: wait and connect.
+    pool_timeout_bounds_connecting = True
 
     def __init__(self, transport: httpx.AsyncBaseTransport, scrub: Scrub = str) -> None:
         self._transport = transport
@@ -116,6 +127,8 @@ class ClientExchange:
     """
 
     __slots__ = ("_client", "_scrub")
+
+    pool_timeout_bounds_connecting = False
 
     def __init__(self, client: httpx.AsyncClient, scrub: Scrub = str) -> None:
         self._client = client

@@ -343,8 +343,12 @@ class Pipeline:
         connect = write_by - now
         if connect > _AIOHTTP_CEIL_THRESHOLD:
             connect -= 1.0
+        pool = connect
+        if not self._exchange.pool_timeout_bounds_connecting:
+            # httpx waits for the pool, then connects: the two add up.
+            pool = connect = connect / 2
         limits = {
-            "pool": connect,
+            "pool": pool,
             "connect": connect,
             "write": deadline - now,
             "read": deadline - now,

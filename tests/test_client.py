@@ -522,6 +522,30 @@ class TestSendMessage:
         assert pytest.approx(6.0 - clock.sleeps[0]) == second["read"]
         assert pytest.approx(5.0 - clock.sleeps[0]) == second["connect"]
 
+    async def test_a_users_client_gets_pool_and_connect_that_add_up_in_time(
+        self, clock: FakeClock
+    ) -> None:
+        """httpx waits for the pool, then connects: the two share the write-by time."""
+        with respx.mock(base_url=BASE_URL) as router:
+            route = router.post("/send-viber").mock(
+                json_response(200, {"message_id": 1})
+            )
+            async with (
+                httpx.AsyncClient(timeout=20.0) as user,
+                AsyncViberClient(
+                    ACCESS_KEY,
+                    base_url=BASE_URL,
+                    http_client=user,
+                    retry=RetryPolicy(timeout=4.0),
+                    clock=clock,
+                ) as client,
+            ):
+                await client.send_message(otp())
+
+        timeouts = route.calls[0].request.extensions["timeout"]
+        assert 3.2 == pytest.approx(timeouts["pool"] + timeouts["connect"])
+        assert 4.0 == timeouts["read"]
+
 
 class TestGetMessageStatus:
     async def test_returns_a_receipt(
