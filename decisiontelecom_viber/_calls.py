@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ._cancel import cancel_for, ours
 from ._context import worker
 from ._limits import Permit
 
@@ -81,10 +82,9 @@ def abort(call: Call, reason: str = "") -> None:
     (Or `OutcomeUnknownError`, when an earlier attempt may have been
     processed: `Pipeline.run` decides.) *reason* words the error.
     """
-    if not call.aborted and call.task is not None:
+    if not call.aborted and call.task is not None and cancel_for(call.task, _ABORTED):
         call.aborted = True
         call.abort_reason = reason
-        call.task.cancel(_ABORTED)
 
 
 class Calls:
@@ -124,14 +124,11 @@ class Calls:
         call.exchanging = False
         self._notify()
 
-    def take_cancel(self, call: Call) -> bool:
-        """Consume the cancellation `close` sent; False if another is pending."""
-        uncancel = getattr(call.task, "uncancel", None)
-        if uncancel is None:  # pragma: no cover - Python 3.10 counts no cancels
-            return True
-        uncancel()
-        cancelling = getattr(call.task, "cancelling", None)
-        return cancelling is None or not cancelling()
+    def take_cancel(self, call: Call, error: asyncio.CancelledError) -> bool:
+        """Consume the cancellation `abort` sent; False if the caller's came too."""
+        if not call.aborted or call.task is None:
+            return False
+        return ours(call.task, error, _ABORTED)
 
     async def close(self) -> None:
         """Abort the calls not on the wire; wait until every call has ended."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
@@ -35,6 +34,7 @@ import attrs
 import httpx
 
 from ._calls import Call, Calls
+from ._cancel import timeout_at
 from ._clock import Clock
 from ._context import worker
 from ._credentials import Credentials
@@ -60,12 +60,6 @@ from ._metrics import Tally
 from ._outcomes import Verdict, verdict
 from ._retry import Retrier
 from ._transport import wire_signal
-
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout_at
-else:  # pragma: no cover - Python 3.10
-    from async_timeout import timeout_at
 
 
 __all__ = ["Operation", "Pipeline"]
@@ -170,8 +164,8 @@ class Pipeline:
                 idempotent=operation.idempotent,
                 stopping=self._stopping,
             )
-        except asyncio.CancelledError:
-            if not (call.aborted and self._calls.take_cancel(call)):
+        except asyncio.CancelledError as cancelled:
+            if not self._calls.take_cancel(call, cancelled):
                 raise
             failure: ViberError = ClientClosedError(call.abort_reason)
         except ViberError as error:
@@ -187,7 +181,16 @@ class Pipeline:
                 "an earlier attempt may have been processed; the call then "
                 f"ended with {type(failure).__name__}"
             )
-        raise failure from None
+        # Raised with no exception in its context: a raise sets __context__
+        # to the exception being handled, and on Python 3.10 a coroutine
+        # can still see one it left behind (aiohttp's, holding the request
+        # headers). A bare re-raise of the one being handled leaves it.
+        try:
+            raise failure
+        except ViberError as error:
+            error.__context__ = None
+            error.__suppress_context__ = True
+            raise
 
     async def _attempt(
         self, operation: Operation[T], body: bytes, deadline: float | None, call: Call

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
+from ._cancel import timeout_at
 from ._clock import Clock
 from ._errors import StatusTimeoutError, ValidationError
 from ._models import MessageReceipt
@@ -47,8 +49,16 @@ async def poll_until_final(
     deadline = clock.monotonic() + timeout
     interval = poll_initial
     receipt: MessageReceipt | None = None
+    loop = asyncio.get_running_loop()
     while True:
-        receipt = await lookup()
+        # A lookup is bounded by what is left of *timeout* too (lookups are
+        # read-only: cutting one short loses nothing).
+        left = deadline - clock.monotonic()
+        try:
+            async with timeout_at(loop.time() + max(left, 0.0)):
+                receipt = await lookup()
+        except asyncio.TimeoutError:
+            raise StatusTimeoutError(message_id, timeout, receipt) from None
         if done(receipt):
             return receipt
         left = deadline - clock.monotonic()

@@ -270,16 +270,26 @@ class CallbackSigner:
         if self._unsigned is not None:
             return self._unsigned
         key = self._key or b""  # set whenever _unsigned is None
-        reference = None
-        if self._reference is not None:
-            try:
-                reference = self._reference(message)
-            except Exception as error:
-                # Your function's failure, before anything was sent.
-                raise ValidationError(
-                    "callback_reference", f"raised {type(error).__name__}"
-                ) from error
-        return signed_callback_url(self._url, key, reference=reference)
+        if self._reference is None:
+            return signed_callback_url(self._url, key)
+        try:
+            reference = self._reference(message)
+        except Exception as error:
+            # Your function's failure, before anything was sent.
+            raise ValidationError(
+                "callback_reference", f"raised {type(error).__name__}"
+            ) from error
+        if reference is not None and not isinstance(reference, str):
+            raise ValidationError(
+                "callback_reference",
+                f"must return a string or None, not {type(reference).__name__}",
+            )
+        try:
+            return signed_callback_url(self._url, key, reference=reference)
+        except UnicodeError:
+            raise ValidationError(
+                "callback_reference", "returned text that is not valid Unicode"
+            ) from None
 
     def attach(self, message: ViberMessage) -> ViberMessage:
         """*message* with the callback URL, unless it has its own."""

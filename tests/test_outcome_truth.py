@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -38,6 +39,7 @@ from decisiontelecom_viber import (
     RetryPolicy,
     SendOutcome,
     ServerError,
+    StatusTimeoutError,
     UnexpectedResponseError,
     ValidationError,
     ViberMessage,
@@ -709,8 +711,7 @@ async def test_a_single_send_behind_a_long_pause_is_refused_at_once(
     )
     stream = client.send_messages([message(n) for n in range(3)], concurrency=3)
     consumer = asyncio.create_task(stream.__anext__())
-    await eventually(lambda: len(server.received) == 1)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: client.metrics.rate_limited >= 1)  # the pause is on
 
     with Stopwatch() as watch, pytest.raises(DeadlineExceededError):
         await client.send_message(message(9))
@@ -989,3 +990,76 @@ async def test_leaving_a_stream_while_its_window_is_full_returns(
                 raise LookupError("the consumer gives up")
 
     assert len(server.received) <= 3
+
+
+# -- a third attack --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first", ["user", "close"])
+async def test_a_callers_cancel_is_never_taken_for_closing(
+    server: raw.RawServer, make_client: MakeClient, first: str
+) -> None:
+    """A cancel and aclose() in the same turn, either first: the cancel wins.
+
+    Python 3.10 cannot count cancellations: a caller's cancel that comes
+    after aclose() aborted the call ends it with ClientClosedError there (a
+    true outcome: nothing was sent), not CancelledError.
+    """
+    limiter = BlockingLimiter()
+    client = make_client(server, rate_limit=limiter)
+    send = asyncio.create_task(client.send_message(MESSAGE))
+    await eventually(lambda: limiter.waiting == 1)
+
+    if first == "user":
+        send.cancel()
+        closing = asyncio.create_task(client.aclose())
+    else:
+        closing = asyncio.create_task(client.aclose())
+        await asyncio.sleep(0)  # aclose() has aborted the call...
+        send.cancel()  # ...and the caller cancels before it wakes up
+    await asyncio.gather(send, return_exceptions=True)
+    await closing
+
+    if sys.version_info < (3, 11) and first == "close":
+        assert isinstance(send.exception(), ClientClosedError)
+    else:
+        assert send.cancelled()
+    assert [] == server.received
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["order-\udcff", 12345, ""],
+    ids=["surrogate", "not-a-string", "empty"],
+)
+async def test_a_callback_reference_the_url_cannot_carry_fails_before_sending(
+    server: raw.RawServer, make_client: MakeClient, reference: object
+) -> None:
+    """A ViberError naming callback_reference (or the URL), in bulk too."""
+    client = make_client(
+        server,
+        callback_url="https://app.example.com/viber",
+        callback_secret="s3cret",
+        callback_reference=lambda message: reference,
+    )
+
+    with pytest.raises((ValidationError, ConfigurationError)):
+        await client.send_message(MESSAGE)
+    async with client.send_messages([MESSAGE]) as results:
+        (result,) = [r async for r in results]
+
+    assert SendOutcome.FAILED is result.outcome
+    assert [] == server.received
+
+
+async def test_waiting_for_a_status_ends_at_its_timeout(
+    server: raw.RawServer, make_client: MakeClient
+) -> None:
+    """wait_for_status(timeout=1) with an API that never answers: 1 s, not 8."""
+    server.default = raw.hang()
+    client = make_client(server, retry=RetryPolicy(timeout=8.0))
+
+    with Stopwatch() as watch, pytest.raises(StatusTimeoutError):
+        await client.wait_for_status(5, timeout=1.0)
+
+    assert watch.elapsed < 1.0 + SLACK

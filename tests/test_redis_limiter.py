@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis.asyncio import Redis
@@ -510,3 +510,29 @@ class TestSettings:
         assert 9.9 == pytest.approx(before.rate)
         assert await limiter.shared_state() is None
         await limiter.aclose()
+
+
+async def test_a_grant_never_wins_over_the_callers_cancel(
+    redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled in the very turn its slot is granted: the caller sees the cancel."""
+    from decisiontelecom_viber import _waiters
+
+    victims: list[asyncio.Task[object]] = []
+    grant = _waiters.WaitQueue.grant
+
+    def grant_and_cancel(self: Any, value: Any) -> bool:
+        granted = grant(self, value)
+        if granted and victims:
+            victims.pop().cancel()
+        return granted
+
+    monkeypatch.setattr(_waiters.WaitQueue, "grant", grant_and_cancel)
+    limiter = RedisLimiter(redis_client, RateLimit(rate=5), key=KEY)
+    waiter = asyncio.create_task(limiter.acquire(time.monotonic() + 10))
+    victims.append(waiter)  # type: ignore[arg-type]
+
+    await asyncio.gather(waiter, return_exceptions=True)
+    await limiter.aclose()
+
+    assert waiter.cancelled()

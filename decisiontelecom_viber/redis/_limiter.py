@@ -75,6 +75,11 @@ def _late() -> DeadlineExceededError:
     return DeadlineExceededError("the shared rate limiter")
 
 
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_late())
+
+
 class _RedisPermit:
     """A slot reserved through Redis, or one of the local limiter's."""
 
@@ -341,19 +346,22 @@ class RedisLimiter:
         future = self._queue.add(deadline)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
+        expiry = None
+        if deadline is not None:
+            # Also a bound in real time: a stalled Redis (a failover's CLIENT
+            # PAUSE) holds the dispatcher's script call. (Not wait_for: up to
+            # Python 3.11 it lets a grant win over the caller's cancellation.)
+            expiry = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - start), _expire, future
+            )
         try:
-            if deadline is None:
-                verdict = await future
-            else:
-                # Also a bound in real time: a stalled Redis (a failover's
-                # CLIENT PAUSE) holds the dispatcher's script call.
-                verdict = await asyncio.wait_for(future, deadline - start)
-        except asyncio.TimeoutError:
-            self._queue.discard(future)
-            raise _late() from None
+            verdict = await future
         except asyncio.CancelledError:
             self._queue.discard(future)
             raise
+        finally:
+            if expiry is not None:
+                expiry.cancel()
         if isinstance(verdict, _UseLocal):
             return await self._acquire_locally(start, deadline)
         granted_at, reserved_at = verdict
