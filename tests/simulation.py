@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import attrs
 import httpx
 
+from decisiontelecom_viber.sandbox._buckets import make_bucket
+
 
 T = TypeVar("T")
 
@@ -64,49 +66,73 @@ class LoopClock:
 
 @attrs.define
 class BucketServer:
-    """A Yii2-like token-bucket API in (virtual) loop time, behind httpx.MockTransport.
+    """A rate-limited API in (virtual) loop time, behind httpx.MockTransport.
+
+    The bucket is one of the sandbox's (`sandbox._buckets`): Yii2's exact
+    algorithm for the ``"yii2"`` dialect, a continuous token bucket otherwise.
 
     Attributes:
         rate: Tokens per second.
-        burst: Bucket size.
+        burst: Bucket size (continuous dialects; Yii2's is rate x window).
         latency: Seconds from request to answer (the bucket is checked midway).
-        headers: Send X-Rate-Limit-Limit/Remaining/Reset.
+        headers: Send X-Rate-Limit-* headers: True (``"full-reset"``), a
+            dialect name, or False.
+        window: Yii2's window in seconds.
+        epoch: Unix time at loop time 0 (Yii2 counts whole Unix seconds).
+        retry_after: Send ``Retry-After`` (whole seconds) with 429s.
         accepted: Requests accepted.
         refused: 429s answered.
     """
 
     rate: float
-    burst: int
+    burst: int = 1
     latency: float = 0.001
-    headers: bool = False
-    tokens: float = -1.0
-    last: float = 0.0
+    headers: bool | str = False
+    window: int = 1
+    epoch: float = 1_700_000_000.37
+    retry_after: bool = False
+    dialect_for_algorithm: str | None = None
     accepted: int = 0
     refused: int = 0
+    bucket: Any = None
 
-    def take(self, now: float) -> tuple[bool, float]:
-        if self.tokens < 0:
-            self.tokens, self.last = float(self.burst), now
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1:
-            self.tokens -= 1
+    @property
+    def dialect(self) -> str | None:
+        if self.headers is True:
+            return "full-reset"
+        return self.headers or self.dialect_for_algorithm
+
+    def take(self, now: float) -> tuple[bool, dict[str, str]]:
+        unix = self.epoch + now
+        if self.bucket is None:
+            self.bucket = make_bucket(
+                self.dialect,  # type: ignore[arg-type]
+                self.rate,
+                self.burst,
+                self.window,
+                unix,
+            )
+        ok, limit, remaining, reset = self.bucket.take(unix)
+        if ok:
             self.accepted += 1
-            return True, self.tokens
-        self.refused += 1
-        return False, self.tokens
+        else:
+            self.refused += 1
+        extra: dict[str, str] = {}
+        if self.headers:
+            extra = {
+                "X-Rate-Limit-Limit": str(limit),
+                "X-Rate-Limit-Remaining": str(remaining),
+                "X-Rate-Limit-Reset": str(reset),
+            }
+        if not ok and self.retry_after:
+            wait = self.bucket.seconds_until_token(unix)
+            extra["Retry-After"] = str(max(1, math.ceil(wait)))
+        return ok, extra
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(self.latency / 2)
-        ok, tokens = self.take(asyncio.get_running_loop().time())
+        ok, extra = self.take(asyncio.get_running_loop().time())
         await asyncio.sleep(self.latency / 2)
-        extra = {}
-        if self.headers:
-            extra = {
-                "X-Rate-Limit-Limit": str(self.burst),
-                "X-Rate-Limit-Remaining": str(int(tokens)),
-                "X-Rate-Limit-Reset": str(int((self.burst - tokens) / self.rate)),
-            }
         if ok:
             body = {"message_id": self.accepted}
             return httpx.Response(200, content=json.dumps(body).encode(), headers=extra)
@@ -122,9 +148,16 @@ class BucketServer:
         return httpx.MockTransport(self.handle)
 
     @property
+    def capacity(self) -> int:
+        """The bucket's size: what may go at once."""
+        if self.dialect == "yii2":
+            return max(1, round(self.rate * self.window))
+        return self.burst
+
+    @property
     def ideal_seconds(self) -> float:
         """Physical minimum to get the accepted count through."""
-        return max(0.0, (self.accepted - self.burst) / self.rate)
+        return max(0.0, (self.accepted - self.capacity) / self.rate)
 
 
 def ceil_div(a: float, b: float) -> int:

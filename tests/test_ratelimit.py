@@ -397,7 +397,7 @@ class TestConvergence:
 
         async def lower_later() -> None:
             await asyncio.sleep(3)
-            server.rate = 100
+            server.rate = server.bucket.rate = 100
 
         async def main() -> AsyncViberClient:
             http = httpx.AsyncClient(transport=server.transport())
