@@ -60,6 +60,7 @@ from ._metrics import Tally
 from ._outcomes import Verdict, verdict
 from ._retry import Retrier
 from ._transport import wire_signal
+from ._wire import retry_after_header
 
 
 __all__ = ["Operation", "Pipeline"]
@@ -209,6 +210,7 @@ class Pipeline:
                 sent_at += permit.waited
         status: int | None = None
         limits: RateLimitHeaders | None = None
+        asked_wait: float | None = None
         failure: ViberError | None = None
         try:
             self._check_writable()
@@ -224,6 +226,7 @@ class Pipeline:
             self._count("attempts")
             status, headers, raw = await self._write(request, deadline, call)
             limits = parse_rate_limit_headers(headers)
+            asked_wait = retry_after_header(headers, clock.time())
             try:
                 return operation.decode(status, headers, raw, now=clock.time())
             except ViberError as error:
@@ -237,7 +240,7 @@ class Pipeline:
         finally:
             # Also on cancellation: every permit is released, once.
             if permit is not None:
-                self._release(permit, sent_at, status, limits, failure)
+                self._release(permit, sent_at, status, limits, failure, asked_wait)
         # Only a failure gets here.
         if isinstance(failure, RateLimitError):
             self._count("rate_limited")
@@ -317,14 +320,14 @@ class Pipeline:
         status: int | None,
         limits: RateLimitHeaders | None = None,
         failure: ViberError | None = None,
+        asked_wait: float | None = None,
     ) -> None:
-        limited = failure if isinstance(failure, RateLimitError) else None
         feedback = Feedback(
             sent_at,
             self._clock.monotonic(),
             status,
-            limited is not None,
-            limited.retry_after if limited is not None else None,
+            isinstance(failure, RateLimitError),
+            asked_wait,
             limits,
         )
         try:

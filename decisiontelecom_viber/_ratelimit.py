@@ -33,6 +33,7 @@ import asyncio
 
 from ._clock import Clock, SystemClock
 from ._errors import DeadlineExceededError
+from ._evidence import ServerView
 from ._limits import Feedback, Permit, RateLimit, RateLimitHeaders, bind_clock
 from ._waiters import WaitQueue
 
@@ -60,6 +61,10 @@ _DECREASE = 0.97
 _BLIND_DECREASE = 0.7
 # Headroom kept below a measured rate.
 _MARGIN = 0.01
+# More of it when X-Rate-Limit-Remaining is known: the server's spare tokens
+# are spent as it reports them, so pacing low costs nothing, and measurements
+# from answers that come back out of order err by a token or two.
+_INFORMED_MARGIN = 0.04
 # Slow start widens the window by this much per answer: 1.5x per round trip,
 # not TCP's 2x, since every request in flight when the server's bucket runs
 # dry comes back a 429 (the overshoot is about growth x the burst).
@@ -107,7 +112,14 @@ class AdaptiveLimiter:
         self._config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._clock_given = clock is not None
-        self._rate: float | None = config.rate
+        # A configured rate is the account's limit: paced a little below
+        # it (clocks and networks jitter), and never exceeded.
+        self._ceiling = config.rate * (1 - _MARGIN) if config.adaptive and config.rate else None
+        self._rate: float | None = self._ceiling or config.rate
+        self._view = ServerView()
+        # Without a configured rate, the server's Remaining lets senders go
+        # at once; a configured rate is kept to (the account may be shared).
+        self._discovering = config.rate is None
         self._burst = config.burst
         self._tat = 0.0  # GCRA: theoretical arrival time of the next request
         self._paused_until = 0.0
@@ -122,6 +134,8 @@ class AdaptiveLimiter:
         self._sleeping_until = 0.0
         self._release_waiter: asyncio.Task[object] | None = None
         self._released = asyncio.Event()
+        # Set when an answer's headers are read: tokens may have come.
+        self._evidence = asyncio.Event()
         # Feedback for requests sent no later than this is stale.
         self._changed_at = -1.0
         # Measurement: when the server's bucket was last seen empty, and how
@@ -206,16 +220,43 @@ class AdaptiveLimiter:
         """Seconds until the next caller may go (inf: wait for a release)."""
         if self._paused_until > now:
             return self._paused_until - now
+        view = self._view
+        credit = view.credit(now, self._in_flight)
+        if credit is not None and credit >= 1 and self._discovering:
+            return 0.0  # the server said it has these tokens
+        tick = 0.0
+        if view.quantized and (credit is None or credit < 1):
+            # Tokens come only at the server's next second (Yii2).
+            tokens_at = view.next_tokens_at(now)
+            tick = 0.0 if tokens_at is None else max(0.0, tokens_at - now)
+            if self._discovering:
+                return tick
+        rate = self._rate
+        if credit is not None and rate is None:
+            # The server says it has no tokens, and its rate is not known
+            # yet: wait for answers (they bring tokens, or set a rate).
+            return float("inf")
         if self._window is not None and self._in_flight >= self._window:
             return float("inf")
-        rate = self._rate
         if rate is None:
             return 0.0
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
-        return max(self._tat, now) - (self._burst - 1) * interval - now
+        # With Remaining known, the server's own count is the burst.
+        burst = self._burst if credit is None or not self._discovering else 1
+        return max(tick, max(self._tat, now) - (burst - 1) * interval - now)
 
     def _grant(self, now: float) -> None:
+        """Let one request go at *now*."""
+        view = self._view
+        credit = view.credit(now, self._in_flight)
+        if credit is not None and credit >= 1 and self._discovering:
+            # On the server's tokens: no slot of the schedule used, none saved.
+            self._tat = max(self._tat, now)
+            self._in_flight += 1
+            return
+        if view.quantized and (credit is None or credit < 1):
+            view.granting_without_credit(now)
         if self._rate is not None:
             interval = 1.0 / self._rate
             # A late wake-up (timers fire late by a fraction of a millisecond)
@@ -241,13 +282,27 @@ class AdaptiveLimiter:
                 if queue.peek() is not None:
                     self._sleeping_until = now + delay
                     try:
-                        await clock.sleep(delay)
+                        await self._nap(delay)
                     finally:
                         self._sleeping_until = 0.0
             else:
                 self._grant(now)
                 if not queue.grant(now):  # pragma: no cover - peeked just now
                     self._in_flight -= 1
+
+    async def _nap(self, delay: float) -> None:
+        """Sleep *delay*, or less if an answer's headers bring tokens sooner."""
+        if not self._view.informed:
+            await self._clock.sleep(delay)
+            return
+        self._evidence.clear()
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        waker = asyncio.ensure_future(self._evidence.wait())
+        try:
+            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
 
     async def _wait_for_release(self, now: float) -> None:
         """Wait for a request to end (slow start), or for a waiter's deadline."""
@@ -289,6 +344,9 @@ class AdaptiveLimiter:
             self._rtt = rtt if self._rtt is None else 0.9 * self._rtt + 0.1 * rtt
         # Sent no later than the last change: it says nothing about the new rate.
         stale = feedback.sent_at <= self._changed_at
+        headers = feedback.headers
+        if headers is not None or (feedback.rate_limited and self._view.limit):
+            self._observe(feedback, headers)
         if feedback.rate_limited:
             if not stale:
                 self._on_empty(feedback, refused=True)
@@ -300,11 +358,30 @@ class AdaptiveLimiter:
                 self._window += _WINDOW_GROWTH
                 if self._window >= _MAX_WINDOW:
                     self._window = None
-        headers = feedback.headers
-        if headers is not None and not stale:
+        if headers is not None and not stale and not self._view.quantized:
             self._on_headers(feedback, headers)
 
     # -- adaptation ------------------------------------------------------------
+
+    def _observe(self, feedback: Feedback, headers: RateLimitHeaders | None) -> None:
+        """Give the answer to the `ServerView`; follow a Yii2 server's rate."""
+        view = self._view
+        view.observe(
+            feedback.sent_at,
+            feedback.received_at,
+            refused=feedback.rate_limited,
+            limit=headers.limit if headers is not None else None,
+            remaining=headers.remaining if headers is not None else None,
+            reset=headers.reset if headers is not None else None,
+        )
+        self._evidence.set()
+        rate = view.rate
+        if view.quantized and rate is not None:
+            # Its headers say its rate; the ticks pace, not a schedule.
+            self._estimate = rate
+            self._rate = min(rate, self._ceiling or rate)
+            self._window = None
+            self._ramping = False
 
     def _on_empty(self, feedback: Feedback, *, refused: bool) -> None:
         """The server's bucket was empty when it handled this request."""
@@ -324,19 +401,24 @@ class AdaptiveLimiter:
             if sample > (self._estimate or 0.0):
                 self._estimate = sample
         self._window = None
+        if self._view.quantized:
+            # The ticks gate senders; only an explicit Retry-After pauses.
+            if refused and feedback.retry_after:
+                self._pause(feedback, now)
+            return
         if refused:
             self._pause(feedback, now)
         if not config.adaptive:
             return
         rate, estimate = self._rate, self._estimate
         if not refused and rate is not None:
-            # Nearly empty by the headers: the pause above prevents the
-            # refusal, and the headers measure the rate (_measure_from_headers).
+            # Empty by the headers: the measurement above is all it says.
             return
-        target = estimate * (1 - _MARGIN) if estimate is not None else None
+        margin = _INFORMED_MARGIN if self._view.informed else _MARGIN
+        target = estimate * (1 - margin) if estimate is not None else None
         if rate is None:
             new_rate = max(config.initial_rate, target or 0.0)
-            self._ramping = True
+            self._ramping = not self._view.informed
         elif self._ramping:
             self._ramping = False
             new_rate = target if target is not None else rate / _RAMP
@@ -348,7 +430,7 @@ class AdaptiveLimiter:
             # Refused at or below the measured limit: the limit fell (or the
             # account is shared). Believe the refusal.
             self._estimate = (estimate or rate) * _DECREASE
-            new_rate = self._estimate * (1 - _MARGIN)
+            new_rate = self._estimate * (1 - margin)
         self._set_rate(new_rate, now)
         self._last_refusal = now
 
@@ -359,56 +441,23 @@ class AdaptiveLimiter:
             self._window = max(self._window, min(headers.limit, _MAX_WINDOW))
         if remaining is None or feedback.rate_limited:
             return
-        self._measure_from_headers(feedback, remaining, headers.limit)
-        # Keep one token per request in flight: they land before the bucket
-        # refills.
-        reserve = self._in_flight + 1
-        if remaining < reserve:
-            # Nearly empty: the same signal as a 429, without the refusal.
+        if remaining == 0:
+            # Empty: the same signal as a 429, without the refusal (the
+            # credit the headers give stops senders: no pause needed).
             self._on_empty(feedback, refused=False)
-            rate = self._rate or self._config.initial_rate
-            self._pause_until(
-                feedback.received_at + (reserve - remaining) / rate, count=False
-            )
-
-    def _measure_from_headers(
-        self, feedback: Feedback, remaining: int, limit: int | None
-    ) -> None:
-        """Measure the server's rate from ``X-Rate-Limit-Remaining``.
-
-        Tokens the server made between two answers are the change in
-        Remaining plus the requests it accepted in between, as long as its
-        bucket was never full (full, it may have thrown tokens away).
-        """
-        moment = (feedback.sent_at + feedback.received_at) / 2
-        if limit is None or remaining >= limit - 1:
-            self._header_point = None  # full: tokens may have overflowed
-            return
-        point = (moment, remaining, self._accepted_total)
-        if self._header_point is None:
-            self._header_point = point
-            return
-        then, remaining_then, accepted_then = self._header_point
-        elapsed = moment - then
-        if elapsed < _MIN_SAMPLE_SECONDS:
-            return
-        self._header_point = point
-        made = remaining - remaining_then + self._accepted_total - accepted_then
-        if made <= 0:
-            return
-        self._estimate = made / elapsed
-        if self._config.adaptive and self._rate is not None:
-            self._ramping = False
-            self._set_rate(self._estimate * (1 - _MARGIN), feedback.received_at)
 
     def _pause(self, feedback: Feedback, now: float) -> None:
         config = self._config
-        server_wait = feedback.retry_after
-        if server_wait is None and feedback.headers is not None:
-            server_wait = feedback.headers.reset
-        pause = (
-            server_wait if server_wait else 1.0 / (self._rate or config.initial_rate)
-        )
+        # One token's time at the pace; X-Rate-Limit-Reset is only an upper
+        # bound (seconds until full, or until the next token, in whole
+        # seconds, truncated or not: dialects differ). Retry-After is the
+        # server's request.
+        pause = 1.0 / (self._rate or config.initial_rate)
+        reset = feedback.headers.reset if feedback.headers is not None else None
+        if reset is not None:
+            pause = min(pause, reset + 1)
+        if feedback.retry_after:
+            pause = feedback.retry_after
         self._pause_until(now + pause, count=True)
 
     def _pause_until(self, until: float, *, count: bool) -> None:
@@ -416,15 +465,25 @@ class AdaptiveLimiter:
         until = min(until, now + self._config.max_pause)
         if until > self._paused_until:
             self._paused_until = until
-            self._tat = max(self._tat, until)
+            # The server's bucket is empty: no burst when the pause ends.
+            interval = 1.0 / self._rate if self._rate else 0.0
+            self._tat = max(self._tat, until + (self._burst - 1) * interval)
             self.pauses += count
 
     def _set_rate(self, rate: float, now: float) -> None:
+        if self._ceiling is not None:
+            rate = min(rate, self._ceiling)
+        old = self._rate
         self._rate = rate
         self._changed_at = now
         self._last_change = now
-        # Slots promised at the old rate are not kept.
-        self._tat = min(self._tat, max(now, self._paused_until) + 1.0 / rate)
+        start = max(now, self._paused_until)
+        if old is None:
+            self._tat = start  # the first slot when the pause ends
+        else:
+            # Slots promised at the old rate are not kept, and the bucket
+            # stays as full as it was: the backlog scales to the new rate.
+            self._tat = start + max(0.0, self._tat - start) * old / rate
 
     def _maybe_increase(self, now: float) -> None:
         """Grow the rate while callers wait on the limiter (see module docstring)."""
@@ -438,7 +497,21 @@ class AdaptiveLimiter:
             return  # callers are not waiting on the limiter: no evidence
         since_change = now - self._last_change
         estimate = self._estimate
-        if self._ramping:
+        if self._view.informed:
+            # Remaining lets senders spend whatever the server has beyond the
+            # pace: no need to ramp or probe for it (and 429s doing so).
+            # The pace follows the measured rate.
+            self._ramping = False
+            credit = self._view.credit(now, self._in_flight)
+            if estimate is not None and rate < estimate * (1 - _INFORMED_MARGIN):
+                self._rate = estimate * (1 - _INFORMED_MARGIN)
+                self._last_change = now
+            elif since_change >= interval and credit is not None and credit >= 1:
+                # Held below a configured rate, with tokens to spare on the
+                # server: climb back towards it.
+                self._rate = rate * _CLIMB
+                self._last_change = now
+        elif self._ramping:
             if since_change >= max(_RAMP_INTERVAL, feedback_time):
                 self._rate = rate * _RAMP
                 self._last_change = now
@@ -450,3 +523,6 @@ class AdaptiveLimiter:
         elif now - self._last_refusal >= _QUIET:
             self._rate = rate * _PROBE
             self._last_change = now
+        if self._ceiling is not None and self._rate is not None:
+            # A configured rate is never exceeded.
+            self._rate = min(self._rate, self._ceiling)

@@ -28,6 +28,7 @@ from ._context import worker
 from ._errors import ConfigurationError, RateLimitError, ViberError
 from ._metrics import Tally
 from ._outcomes import should_retry
+from ._wire import retry_after_header
 
 
 __all__ = [
@@ -173,17 +174,26 @@ def retry_delay(
 ) -> float:
     """Seconds to wait before the *retry_number*-th retry after *error*.
 
-    With *paced* (a rate limiter paces every attempt), a 429 without a
-    server-directed wait is retried at once: the limiter has paused every
-    sender and decides when the retry goes.
+    With *paced* (a rate limiter paces every attempt), a 429 is retried at
+    once: the limiter has paused every sender (as long as ``Retry-After``
+    asked) and decides when the retry goes.
     """
     if isinstance(error, RateLimitError):
+        if paced:
+            return 0.0
         if error.retry_after is not None:
             honoured = min(error.retry_after, policy.max_retry_after)
             return honoured * (1 + policy.wait_jitter * rand)
-        if paced:
-            return 0.0
     return backoff_delay(retry_number, policy, rand)
+
+
+def asked_wait(error: BaseException, policy: RetryPolicy, clock: Clock) -> float:
+    """The ``Retry-After`` wait of a 429 (capped), else 0."""
+    if not isinstance(error, RateLimitError):
+        return 0.0
+    headers = {name.lower(): value for name, value in error.headers.items()}
+    asked = retry_after_header(headers, clock.time())
+    return 0.0 if asked is None else min(asked, policy.max_retry_after)
 
 
 def write_by(policy: RetryPolicy, deadline: float | None) -> float | None:
@@ -319,11 +329,14 @@ class Retrier:
         def stop(state: _t.RetryCallState) -> bool:
             if state.attempt_number >= self._attempts or stopping():
                 return True
-            # No retry that could not be written before the deadline.
-            return (
-                last_write is not None
-                and clock.monotonic() + state.upcoming_sleep > last_write
-            )
+            if last_write is None:
+                return False
+            # No retry that could not be written before the deadline (paced,
+            # the limiter does a 429's Retry-After wait, not tenacity).
+            upcoming = state.upcoming_sleep
+            if self._paced:
+                upcoming = max(upcoming, asked_wait(_failure(state), policy, clock))
+            return clock.monotonic() + upcoming > last_write
 
         def before_sleep(state: _t.RetryCallState) -> None:
             details = RetryDetails(

@@ -50,6 +50,7 @@ __all__ = [
     "error_class",
     "error_from_response",
     "retry_after_from_headers",
+    "retry_after_header",
 ]
 
 _ERROR_KEYS = frozenset({"name", "message", "code", "status"})
@@ -121,26 +122,35 @@ def _body_text(body: bytes) -> str:
     return body[:MAX_ERROR_BODY_CHARS].decode("utf-8", "replace")
 
 
+def retry_after_header(headers: Mapping[str, str], now: float) -> float | None:
+    """``Retry-After`` in seconds (seconds, or an HTTP date compared with *now*).
+
+    Negative, infinite and unparseable values are ignored (None).
+    """
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    seconds = _parse_seconds(raw)
+    if seconds is None:
+        try:
+            seconds = parsedate_to_datetime(raw.strip()).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        seconds = max(seconds, 0.0)
+    return seconds
+
+
 def retry_after_from_headers(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds the server asked to wait, or None.
 
-    ``Retry-After`` wins (seconds, or an HTTP date compared with *now*, a Unix
-    time); then Yii2's ``X-Rate-Limit-Reset`` (seconds until the allowance
-    refills; a value that looks like a Unix time is treated as one).
-    Negative, infinite and unparseable values are ignored.
+    ``Retry-After`` wins (`retry_after_header`); then Yii2's
+    ``X-Rate-Limit-Reset`` (seconds until the allowance refills; a value that
+    looks like a Unix time is treated as one). Negative, infinite and
+    unparseable values are ignored.
     """
-    raw = headers.get("retry-after")
-    if raw is not None:
-        seconds = _parse_seconds(raw)
-        if seconds is None:
-            try:
-                seconds = parsedate_to_datetime(raw.strip()).timestamp() - now
-            except (TypeError, ValueError, IndexError, OverflowError):
-                seconds = None
-            else:
-                seconds = max(seconds, 0.0)
-        if seconds is not None:
-            return seconds
+    asked = retry_after_header(headers, now)
+    if asked is not None:
+        return asked
     raw = headers.get("x-rate-limit-reset")
     if raw is not None:
         seconds = _parse_seconds(raw)

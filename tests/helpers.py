@@ -72,6 +72,11 @@ class FakeClock:
         self.now += seconds
 
 
+def waits(clock: FakeClock) -> list[float]:
+    """The waits a *clock* slept, rounded to 10 ms, without the zero ones."""
+    return [round(slept, 2) for slept in clock.sleeps if slept > 0.001]
+
+
 def json_response(
     status: int = 200, payload: Any = None, **kwargs: Any
 ) -> httpx.Response:

@@ -40,6 +40,7 @@ from .helpers import (
     STATUS_URL,
     FakeClock,
     json_response,
+    waits,
 )
 
 
@@ -191,7 +192,10 @@ class TestSendMessage:
         clock: FakeClock,
         http_status: int,
     ) -> None:
-        """429 (or its body with HTTP 200) is retried; Retry-After sets the wait."""
+        """429 (or its body with HTTP 200) is retried; Retry-After sets the wait.
+
+        (The limiter pauses every sender for it; the retry itself goes at once.)
+        """
         route = api.post("/send-viber").mock(
             side_effect=[
                 json_response(
@@ -205,13 +209,16 @@ class TestSendMessage:
 
         assert 11 == await client.send_message(otp())
         assert 2 == route.call_count
-        assert 1 == len(clock.sleeps)
-        assert 2.0 <= clock.sleeps[0] <= 2.0 * 1.25
+        assert [2.0] == waits(clock)
 
     async def test_rate_limit_honours_yii2_reset_header(
         self, api: respx.MockRouter, client: AsyncViberClient, clock: FakeClock
     ) -> None:
-        """Without Retry-After, X-Rate-Limit-Reset (seconds) sets the wait."""
+        """Without Retry-After, X-Rate-Limit-Reset is only an upper bound.
+
+        Reset 3 on a 429 is what Yii2 says for a 3-second window; tokens come
+        back at the server's next whole second, so the retry goes sooner.
+        """
         api.post("/send-viber").mock(
             side_effect=[
                 json_response(
@@ -225,7 +232,7 @@ class TestSendMessage:
 
         await client.send_message(otp())
 
-        assert 3.0 <= clock.sleeps[0] <= 3.0 * 1.25
+        assert 0 < sum(clock.sleeps) <= 1.0
 
     async def test_rate_limit_retries_give_up_after_the_attempts(
         self, api: respx.MockRouter, make_client: MakeClient, clock: FakeClock
@@ -242,7 +249,7 @@ class TestSendMessage:
             await client.send_message(otp())
 
         assert 3 == route.call_count
-        assert 2 == len(clock.sleeps)
+        assert [1.0, 1.0] == waits(clock)
         assert 1.0 == info.value.retry_after
 
     @pytest.mark.parametrize(
@@ -493,7 +500,7 @@ class TestSendMessage:
 
         # One wait of >= 3 s fits in 5 s; a second would not.
         assert 2 == route.call_count
-        assert 1 == len(clock.sleeps)
+        assert [3.0] == waits(clock)
 
     async def test_attempt_timeouts_are_cut_to_the_deadline(
         self, api: respx.MockRouter, make_client: MakeClient, clock: FakeClock
@@ -519,8 +526,8 @@ class TestSendMessage:
         assert 6.0 == first["read"]
         assert 5.0 == first["connect"]
         assert 5.0 == first["pool"]
-        assert pytest.approx(6.0 - clock.sleeps[0]) == second["read"]
-        assert pytest.approx(5.0 - clock.sleeps[0]) == second["connect"]
+        assert pytest.approx(6.0 - sum(clock.sleeps)) == second["read"]
+        assert pytest.approx(5.0 - sum(clock.sleeps)) == second["connect"]
 
     async def test_a_users_client_gets_pool_and_connect_that_add_up_in_time(
         self, clock: FakeClock

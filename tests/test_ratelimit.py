@@ -153,13 +153,32 @@ class TestPacing:
         assert pytest.approx(2.0, abs=0.011) == waited
         assert 1 == limiter.pauses
 
-    async def test_reset_header_sets_the_pause(self, clock: FakeClock) -> None:
-        """Without Retry-After, X-Rate-Limit-Reset gives the pause."""
+    async def test_reset_header_is_only_an_upper_bound(self, clock: FakeClock) -> None:
+        """X-Rate-Limit-Reset never lengthens the pause past one token's time.
+
+        Dialects disagree on what Reset counts (seconds until full, until the
+        next token, in whole seconds); a continuous bucket at 100/s has a
+        token again within 10 ms whatever Reset says.
+        """
         limiter = HeldLimiter(RateLimit(rate=100, adaptive=False), clock)
+        await limiter.acquire()
+        # A success with Reset >= 1 at Remaining = limit - 1: not Yii2.
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 9, 1)))
         await limiter.acquire()
         limiter.release(refused(clock.now, headers=RateLimitHeaders(10, 0, 3)))
 
-        assert pytest.approx(3.0, abs=0.011) == await limiter.acquire()
+        assert pytest.approx(0.01, abs=0.002) == await limiter.acquire()
+
+    async def test_reset_header_shortens_the_pause(self, clock: FakeClock) -> None:
+        """A slow pace's pause is cut to Reset (whole seconds, so Reset + 1)."""
+        limiter = HeldLimiter(RateLimit(rate=0.1, burst=2, adaptive=False), clock)
+        await limiter.acquire()
+        # Reset >= 1 at Remaining = limit - 1: not Yii2 (next-token dialect).
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 9, 1)))
+        await limiter.acquire()
+        limiter.release(refused(clock.now, headers=RateLimitHeaders(10, 0, 2)))
+
+        assert limiter._paused_until - clock.now == pytest.approx(3.0, abs=0.002)
 
     async def test_server_pause_is_capped(self, clock: FakeClock) -> None:
         """A huge Retry-After is capped at max_pause."""
@@ -257,19 +276,60 @@ class TestAdaptation:
         assert pytest.approx(120, rel=0.01) == limiter.estimated_limit
         assert pytest.approx(120 * 0.99, rel=0.01) == limiter.current_rate
 
-    async def test_rate_measured_from_remaining(self, clock: FakeClock) -> None:
-        """Remaining went 10 -> 6 while 24 were accepted in 0.2 s: 100/s."""
-        limiter = HeldLimiter(RateLimit(rate=500), clock)
+    async def test_remaining_lets_requests_go_at_once(self, clock: FakeClock) -> None:
+        """Remaining 5, nothing in flight, no rate known: five go, the sixth waits."""
+        limiter = HeldLimiter(RateLimit(initial_window=1), clock)
         await limiter.acquire()
-        limiter.release(ok(1000.0, 1000.0, headers=RateLimitHeaders(50, 10, 0)))
-        for n in range(23):
-            await limiter.acquire()
-            limiter.release(ok(1000.0 + n * 0.008))
-        await limiter.acquire()
-        limiter.release(ok(1000.2, 1000.2, headers=RateLimitHeaders(50, 6, 0)))
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 5, 0)))
 
-        assert pytest.approx(100, rel=0.01) == limiter.estimated_limit
-        assert pytest.approx(99, rel=0.01) == limiter.current_rate
+        assert [0.0] * 5 == [await limiter.acquire() for _ in range(5)]
+        # The server has no token left for a sixth: it waits for an answer.
+        sixth = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.01)
+        assert not sixth.done()
+        # Remaining 6 with 4 still in flight: 2 tokens for sure.
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 6, 0)))
+        assert 0.0 == await sixth  # (granted on that answer, no clock time)
+
+    async def test_remaining_counts_requests_in_flight(self, clock: FakeClock) -> None:
+        """Every request in flight may take one of the tokens Remaining reports."""
+        limiter = HeldLimiter(RateLimit(initial_window=8), clock)
+        for _ in range(4):
+            await limiter.acquire()
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 5, 0)))
+
+        # 5 left, 3 still in flight: 2 more at once, then none.
+        assert [0.0, 0.0] == [await limiter.acquire() for _ in range(2)]
+        third = asyncio.create_task(limiter.acquire())
+        await asyncio.sleep(0.01)
+        assert not third.done()
+        third.cancel()
+
+    async def test_configured_rate_does_not_spend_remaining(
+        self, clock: FakeClock
+    ) -> None:
+        """A configured rate is kept to, whatever the server has left.
+
+        (The account may be shared: the rate is what this client may use.)
+        """
+        limiter = HeldLimiter(RateLimit(rate=1, adaptive=False), clock)
+        await limiter.acquire()
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 9, 0)))
+
+        assert pytest.approx(1.0, abs=0.01) == await limiter.acquire()
+
+    async def test_headers_contradicting_the_429s_are_ignored(
+        self, clock: FakeClock
+    ) -> None:
+        """A 429 that says Remaining 7 is nonsense: the headers are dropped."""
+        limiter = HeldLimiter(RateLimit(rate=1, adaptive=False), clock)
+        await limiter.acquire()
+        limiter.release(refused(clock.now, headers=RateLimitHeaders(10, 7, 0)))
+        await limiter.acquire()  # (after the pause)
+        limiter.release(ok(clock.now, headers=RateLimitHeaders(10, 9, 0)))
+
+        # Remaining 9 is not believed: the pace (1/s) applies.
+        assert await limiter.acquire() > 0.5
 
     async def test_low_remaining_pauses_before_a_refusal(
         self, clock: FakeClock
@@ -287,8 +347,26 @@ class TestAdaptation:
     async def test_quiet_saturated_limiter_probes_upward(
         self, clock: FakeClock
     ) -> None:
-        """Without refusals, while callers wait, the rate climbs."""
-        limiter = HeldLimiter(RateLimit(rate=50), clock)
+        """A discovered rate climbs, without refusals, while callers wait."""
+        limiter = HeldLimiter(RateLimit(initial_rate=50, initial_window=1), clock)
+        await limiter.acquire()
+        limiter.release(refused(clock.now))
+        assert 50 == limiter.current_rate
+
+        async def caller() -> None:
+            for _ in range(150):
+                start = clock.now
+                waited = await limiter.acquire()
+                limiter.release(ok(start + waited))
+
+        await asyncio.gather(*(caller() for _ in range(4)))
+
+        assert limiter.current_rate is not None
+        assert limiter.current_rate > 55
+
+    async def test_configured_rate_is_a_ceiling(self, clock: FakeClock) -> None:
+        """RateLimit(rate=50) paces just below 50/s and never probes above it."""
+        limiter = HeldLimiter(RateLimit(rate=50, burst=5), clock)
 
         async def caller() -> None:
             for _ in range(100):
@@ -298,8 +376,25 @@ class TestAdaptation:
 
         await asyncio.gather(*(caller() for _ in range(4)))
 
-        assert limiter.current_rate is not None
-        assert limiter.current_rate > 55
+        assert pytest.approx(49.5) == limiter.current_rate
+
+    async def test_no_burst_after_a_refusal(self, clock: FakeClock) -> None:
+        """After a 429 the server's bucket is empty: the configured burst waits.
+
+        (A burst of 20 after every pause was how RateLimit(rate=200, burst=20)
+        lost half a campaign to 429s.)
+        """
+        limiter = HeldLimiter(RateLimit(rate=100, burst=20, adaptive=False), clock)
+        await limiter.acquire()
+        limiter.release(refused(clock.now, clock.now))
+        start = clock.now
+
+        times = []
+        for _ in range(5):
+            await limiter.acquire()
+            times.append(round(clock.now - start, 4))
+
+        assert [0.01, 0.02, 0.03, 0.04, 0.05] == times
 
     async def test_fixed_rate_never_changes(self, clock: FakeClock) -> None:
         """adaptive=False keeps the configured rate whatever happens."""
@@ -423,6 +518,80 @@ class TestConvergence:
         # next 429), but nowhere near the old 200/s.
         assert client.current_rate is not None
         assert 90 <= client.current_rate <= 1.2 * estimate
+
+
+# The dialects a server may speak (sandbox._buckets): name -> BucketServer args.
+DIALECTS: dict[str, dict[str, Any]] = {
+    "none": {"rate": 200, "burst": 20},
+    "yii2-200/1s": {"rate": 200, "headers": "yii2", "window": 1},
+    "yii2-600/3s": {"rate": 200, "headers": "yii2", "window": 3},
+    "full-reset": {"rate": 200, "burst": 20, "headers": "full-reset"},
+    "next-token": {"rate": 200, "burst": 20, "headers": "next-token"},
+}
+
+
+def ideal(
+    server: BucketServer, count: int, rate: float | None = None, burst: int = 1
+) -> float:
+    """Seconds the best sender takes for *count* (held to *rate* and *burst*)."""
+    if rate is None:
+        return max(0.0, (count - server.capacity) / server.rate)
+    at_once = min(burst, server.capacity)
+    return max(0.0, (count - at_once) / min(rate, server.rate))
+
+
+class TestDialects:
+    """Each header dialect, without configuration and with a configured rate."""
+
+    @pytest.mark.parametrize("dialect", list(DIALECTS))
+    @pytest.mark.parametrize("epoch", [1_700_000_000.37, 1_700_000_000.95])
+    def test_zero_config(self, dialect: str, epoch: float) -> None:
+        """All accepted within 1.05x the ideal; 429s <= 0.5% (2% without headers)."""
+        server = BucketServer(epoch=epoch, **DIALECTS[dialect])
+
+        sent, elapsed, _ = simulate(server, 2000)
+
+        assert 2000 == sent
+        assert elapsed <= 1.05 * ideal(server, 2000)
+        assert server.refused <= (0.005 if server.headers else 0.02) * 2000
+
+    @pytest.mark.parametrize("dialect", list(DIALECTS))
+    @pytest.mark.parametrize(
+        ("rate", "burst"), [(200, 20), (100, 10), (210, 20)], ids=["exact", "half", "5%-over"]
+    )
+    def test_configured(self, dialect: str, rate: float, burst: int) -> None:
+        """A configured rate at, below or 5% above the limit: nothing lost.
+
+        At or below the limit: no 429 at all and within 1.05x the ideal of
+        that rate; above it, the 429s teach the real limit.
+        """
+        server = BucketServer(**DIALECTS[dialect])
+
+        sent, elapsed, _ = simulate(
+            server, 1000, rate_limit=RateLimit(rate=rate, burst=burst)
+        )
+
+        assert 1000 == sent
+        # (Above the limit, the first 429 cuts the rate, which then climbs.)
+        slack = 1.05 if rate <= server.rate else 1.15
+        assert elapsed <= slack * ideal(server, 1000, rate, burst) + 0.05
+        if rate <= server.rate:
+            # (Yii2's first 429s find its tick: a few, once.)
+            assert server.refused <= (6 if "yii2" in dialect else 0)
+        else:
+            assert server.refused <= 0.005 * 1000 + 5
+
+    @pytest.mark.parametrize("dialect", list(DIALECTS))
+    def test_fixed_rate(self, dialect: str) -> None:
+        """adaptive=False at 90% of the limit: paced exactly, never refused."""
+        server = BucketServer(**DIALECTS[dialect])
+
+        sent, elapsed, _ = simulate(
+            server, 500, rate_limit=RateLimit(rate=180, adaptive=False)
+        )
+
+        assert (500, 0) == (sent, server.refused)
+        assert pytest.approx(499 / 180, rel=0.05) == elapsed
 
 
 def test_virtual_time_is_deterministic() -> None:
