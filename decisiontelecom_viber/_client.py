@@ -8,6 +8,7 @@ calls that have nothing on the wire and waits for those that have.
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from collections.abc import (
@@ -37,7 +38,7 @@ from ._constants import (
 from ._credentials import install_log_scrubber, resolve_credentials
 from ._errors import ClientClosedError, ConfigurationError, ValidationError
 from ._exchange import ClientExchange, Exchange, TransportExchange, close_with_loop
-from ._limits import Limiter, RateLimit
+from ._limits import Limiter, Priority, RateLimit, check_priority
 from ._metrics import ClientMetrics, Tally
 from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
 from ._options import (
@@ -349,11 +350,16 @@ class AsyncViberClient:
         # The pool belongs to this loop now: close it when the loop shuts down.
         self._loop_sentinel = close_with_loop(self._exchange)
 
-    async def send_message(self, message: MessageLike) -> int:
+    async def send_message(
+        self, message: MessageLike, *, priority: Priority = "high"
+    ) -> int:
         """Send one message and return its message ID.
 
         Args:
             message: A `ViberMessage`, or a mapping of its field names.
+            priority: Its lane at the rate limiter: ``"high"`` (the default)
+                goes before every waiting ``"normal"`` request, such as those
+                of a `send_messages` campaign.
 
         Returns:
             The ID the API assigned to the message.
@@ -375,13 +381,17 @@ class AsyncViberClient:
             ConfigurationError: The client is used from another event loop
                 than the one of its first call; nothing was sent.
         """
-        return await self._send_validated(coerce_message(message))
+        priority = check_priority(priority)
+        return await self._send_validated(coerce_message(message), priority)
 
-    async def get_message_status(self, message_id: int) -> MessageReceipt:
+    async def get_message_status(
+        self, message_id: int, *, priority: Priority = "high"
+    ) -> MessageReceipt:
         """Look up the status of a message sent in the last 5 days.
 
         Status lookups are read-only, so every transient failure is retried,
-        an `OutcomeUnknownError` included.
+        an `OutcomeUnknownError` included. Like `send_message`, it waits for
+        the limiter in the ``"high"`` lane unless *priority* says otherwise.
 
         Raises:
             ValidationError: *message_id* is not a non-negative integer.
@@ -393,8 +403,9 @@ class AsyncViberClient:
             ClientClosedError: The client is closed.
             ConfigurationError: The client is used from another event loop.
         """
+        priority = check_priority(priority)
         body = encode_json({"message_id": _check_message_id(message_id)})
-        return await self._pipeline.run(self._status_op, body)
+        return await self._pipeline.run(self._status_op, body, priority)
 
     def send_messages(
         self,
@@ -404,6 +415,7 @@ class AsyncViberClient:
         ordered: bool = False,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        priority: Priority = "normal",
     ) -> ResultStream[SendResult]:
         """Send many messages concurrently; yield one `SendResult` per item.
 
@@ -426,14 +438,18 @@ class AsyncViberClient:
             on_progress: Called with the `BulkSummary` at most every
                 *progress_interval* seconds, and once at the end.
             progress_interval: Seconds between progress calls.
+            priority: The lane its requests wait in at the rate limiter:
+                ``"normal"`` (the default) lets single calls (``"high"``)
+                go first; ``"high"`` for a campaign of one-time codes.
 
         Returns:
             An async iterator of `SendResult`, also an async context manager.
         """
         self._check_open()
+        priority = check_priority(priority)
         return ResultStream(
             messages,
-            self._send_item,
+            functools.partial(self._send_item, priority=priority),
             concurrency=concurrency,
             ordered=ordered,
             outcome=_send_outcome,
@@ -451,17 +467,20 @@ class AsyncViberClient:
         ordered: bool = False,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        priority: Priority = "normal",
     ) -> ResultStream[StatusResult]:
         """Look up many statuses concurrently; yield one `StatusResult` per ID.
 
         The same machinery as `send_messages`: lazy input, bounded memory,
         the shared rate limiter, one result per item (an invalid ID yields a
-        failed result carrying its `ValidationError`).
+        failed result carrying its `ValidationError`). Its lookups wait in
+        the ``"normal"`` lane unless *priority* says otherwise.
         """
         self._check_open()
+        priority = check_priority(priority)
         return ResultStream(
             message_ids,
-            self._status_item,
+            functools.partial(self._status_item, priority=priority),
             concurrency=concurrency,
             ordered=ordered,
             outcome=_status_outcome,
@@ -479,6 +498,7 @@ class AsyncViberClient:
         poll_initial: float = 1.0,
         poll_max: float = 30.0,
         until: Callable[[MessageReceipt], bool] | None = None,
+        priority: Priority = "high",
     ) -> MessageReceipt:
         """Poll a message's status until it is final (or *until* says so).
 
@@ -493,6 +513,7 @@ class AsyncViberClient:
             poll_max: Longest interval between lookups, in seconds.
             until: Stop when this returns True for a receipt; defaults to
                 `MessageReceipt.is_final`.
+            priority: The lookups' lane at the rate limiter.
 
         Raises:
             StatusTimeoutError: No final status within *timeout* (it carries
@@ -501,8 +522,9 @@ class AsyncViberClient:
                 invalid.
         """
         message_id = _check_message_id(message_id)
+        priority = check_priority(priority)
         return await poll_until_final(
-            lambda: self.get_message_status(message_id),
+            lambda: self.get_message_status(message_id, priority=priority),
             message_id=message_id,
             clock=self._clock,
             timeout=timeout,
@@ -511,7 +533,9 @@ class AsyncViberClient:
             until=until,
         )
 
-    async def _send_item(self, index: int, item: object) -> SendResult:
+    async def _send_item(
+        self, index: int, item: object, *, priority: Priority
+    ) -> SendResult:
         try:
             message = coerce_message(item)
             if self._callback is not None:
@@ -520,23 +544,29 @@ class AsyncViberClient:
             return SendResult(index, item, error=error)
         try:
             message_id = await self._pipeline.run(
-                self._send_op, encode_message(message)
+                self._send_op, encode_message(message), priority
             )
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, message, error=error)
         return SendResult(index, message, message_id=message_id)
 
-    async def _status_item(self, index: int, item: object) -> StatusResult:
+    async def _status_item(
+        self, index: int, item: object, *, priority: Priority
+    ) -> StatusResult:
         try:
-            receipt = await self.get_message_status(_check_message_id(item))
+            receipt = await self.get_message_status(
+                _check_message_id(item), priority=priority
+            )
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return StatusResult(index, item, error=error)
         return StatusResult(index, item, receipt=receipt)
 
-    async def _send_validated(self, message: ViberMessage) -> int:
+    async def _send_validated(self, message: ViberMessage, priority: Priority) -> int:
         if self._callback is not None:
             message = self._callback.attach(message)
-        return await self._pipeline.run(self._send_op, encode_message(message))
+        return await self._pipeline.run(
+            self._send_op, encode_message(message), priority
+        )
 
     def _check_open(self) -> None:
         if self._closed:

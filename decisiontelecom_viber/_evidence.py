@@ -1,7 +1,7 @@
-"""What a server's rate-limit headers say, read as evidence: dialect, tokens left, tick phase.
+"""Rate-limit headers read as evidence: dialect, tokens left, tick phase.
 
 The API sends ``X-Rate-Limit-Limit/Remaining/Reset`` from Yii2's
-``yii\\filters\\RateLimiter``, but proxies, gateways and other backends send
+``yii/filters/RateLimiter``, but proxies, gateways and other backends send
 the same names with other meanings. `ServerView` never takes them as
 commands. It infers from the answers which semantics they follow:
 
@@ -197,8 +197,9 @@ class ServerView:
 
     def _first_tick(self) -> float:
         """The safe time of the first tick certainly after the basis answer."""
-        assert self.ticks is not None and self._basis is not None  # noqa: S101
         basis = self._basis
+        assert self.ticks is not None  # noqa: S101 - quantized callers
+        assert basis is not None  # noqa: S101 - quantized callers
         if basis.remaining == 0:
             return self.ticks.first_tick_after(basis.sent_at, empty=True)
         return self.ticks.first_tick_after(basis.received_at, empty=False)
@@ -229,19 +230,22 @@ class ServerView:
             remaining = 0
         if remaining is None:
             return
+        if (refused and remaining > 0) or (limit is not None and remaining > limit):
+            # A 429 with tokens left, or more left than the bucket holds.
+            self.dialect = Dialect.NONSENSE
+            return
         if limit is not None:
-            if remaining > limit or (refused and remaining > 0):
-                self.dialect = Dialect.NONSENSE
-                return
             self.limit = limit
         self._classify(refused, remaining, reset)
-        if not self.trusted:
-            return
         answer = _Answer(remaining, sent_at, received_at)
         basis = self._basis
         if basis is None:
             self._basis = answer
-        elif sent_at >= basis.received_at and remaining >= basis.remaining and not refused:
+        elif (
+            sent_at >= basis.received_at
+            and remaining >= basis.remaining
+            and not refused
+        ):
             # Sent after the basis answer came, so handled after it; yet as
             # many tokens left: the server made some in between.
             if self.dialect is Dialect.YII2:

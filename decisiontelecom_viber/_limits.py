@@ -9,7 +9,7 @@ the default implementation, the Redis one shares a limit between processes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -18,14 +18,30 @@ from ._errors import ConfigurationError
 
 
 __all__ = [
+    "PRIORITIES",
     "Feedback",
     "Limiter",
     "Permit",
+    "Priority",
     "RateLimit",
     "RateLimitHeaders",
     "bind_clock",
+    "check_priority",
     "parse_rate_limit_headers",
 ]
+
+
+#: Which lane a call waits in for the limiter: every ``"high"`` caller goes
+#: before any ``"normal"`` one. Single calls default to high, bulk ones to normal.
+Priority = Literal["high", "normal"]
+PRIORITIES: tuple[Priority, ...] = ("high", "normal")
+
+
+def check_priority(priority: object) -> Priority:
+    """*priority* if it is one; else a `ConfigurationError` naming the choices."""
+    if priority == "high" or priority == "normal":
+        return priority
+    raise ConfigurationError('priority must be "high" or "normal"')
 
 
 def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -145,12 +161,18 @@ class Limiter(Protocol):
     outcome of the request.
     """
 
-    async def acquire(self, deadline: float | None = None) -> Permit:
+    async def acquire(
+        self, deadline: float | None = None, priority: Priority = "normal"
+    ) -> Permit:
         """Wait until a request may be sent; return the permit.
 
         Args:
             deadline: A `Clock.monotonic` time (of the clock given to
                 ``bind``) by which the request must be written, or None.
+            priority: The caller's lane: grant every waiting ``"high"``
+                caller before any ``"normal"`` one. (A limiter whose
+                ``acquire`` takes no *priority* still works: the client
+                then calls it without one.)
 
         Raises:
             DeadlineExceededError: No slot before *deadline*; raise it as

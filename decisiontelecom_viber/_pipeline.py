@@ -26,6 +26,7 @@ others (`ClientClosedError`) and waits for those.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Generic, Protocol, TypeVar
@@ -53,6 +54,7 @@ from ._limits import (
     Feedback,
     Limiter,
     Permit,
+    Priority,
     RateLimitHeaders,
     parse_rate_limit_headers,
 )
@@ -103,6 +105,17 @@ class Operation(Generic[T]):
     decode: Decoder[T]
 
 
+def takes_priority(limiter: Limiter) -> bool:
+    """Whether *limiter*'s ``acquire`` takes ``priority`` (user limiters may not)."""
+    try:
+        parameters = inspect.signature(limiter.acquire).parameters
+    except (TypeError, ValueError):
+        return False
+    return "priority" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
 class Pipeline:
     """Runs calls: the attempts, their order, and what "written" means.
 
@@ -134,6 +147,7 @@ class Pipeline:
         self._on_bind = on_bind
         self._exchange = exchange
         self._limiter = limiter
+        self._takes_priority = limiter is not None and takes_priority(limiter)
         self._retrier = retrier
         self._credentials = credentials
         self._headers = headers
@@ -145,8 +159,13 @@ class Pipeline:
 
     # -- calls ------------------------------------------------------------------
 
-    async def run(self, operation: Operation[T], body: bytes) -> T:
-        """Run one call: attempts under the retry policy, until an outcome."""
+    async def run(
+        self, operation: Operation[T], body: bytes, priority: Priority = "normal"
+    ) -> T:
+        """Run one call: attempts under the retry policy, until an outcome.
+
+        Its attempts wait for the limiter in the *priority* lane.
+        """
         self._check_loop()
         if self._calls.closed:
             raise ClientClosedError
@@ -157,10 +176,12 @@ class Pipeline:
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await self._acquire(None)
+                call.first_permit = await self._acquire(None, priority)
                 call.first_granted_at = started + call.first_permit.waited
             return await self._retrier.call(
-                lambda deadline: self._attempt(operation, body, deadline, call),
+                lambda deadline: self._attempt(
+                    operation, body, deadline, call, priority
+                ),
                 name=operation.name,
                 idempotent=operation.idempotent,
                 stopping=self._stopping,
@@ -194,7 +215,12 @@ class Pipeline:
             raise
 
     async def _attempt(
-        self, operation: Operation[T], body: bytes, deadline: float | None, call: Call
+        self,
+        operation: Operation[T],
+        body: bytes,
+        deadline: float | None,
+        call: Call,
+        priority: Priority,
     ) -> T:
         clock = self._clock
         write_by = self._retrier.write_by(deadline)
@@ -206,7 +232,7 @@ class Pipeline:
         else:
             sent_at = clock.monotonic()
             if self._limiter is not None:
-                permit = await self._acquire(write_by)
+                permit = await self._acquire(write_by, priority)
                 sent_at += permit.waited
         status: int | None = None
         limits: RateLimitHeaders | None = None
@@ -294,12 +320,15 @@ class Pipeline:
         # Raised outside the except block: no cancellation in its context.
         raise OutcomeUnknownError(_DEADLINE_PASSED)
 
-    async def _acquire(self, deadline: float | None) -> Permit:
+    async def _acquire(self, deadline: float | None, priority: Priority) -> Permit:
         """A permit; the limiter's own failure is a `LimiterError` (never sent)."""
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 - callers check
         try:
-            permit = await limiter.acquire(deadline)
+            if self._takes_priority:
+                permit = await limiter.acquire(deadline, priority=priority)
+            else:
+                permit = await limiter.acquire(deadline)
             waited = float(permit.waited)
         except ViberError:
             raise

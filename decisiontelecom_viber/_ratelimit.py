@@ -34,7 +34,14 @@ import asyncio
 from ._clock import Clock, SystemClock
 from ._errors import DeadlineExceededError
 from ._evidence import ServerView
-from ._limits import Feedback, Permit, RateLimit, RateLimitHeaders, bind_clock
+from ._limits import (
+    Feedback,
+    Permit,
+    Priority,
+    RateLimit,
+    RateLimitHeaders,
+    bind_clock,
+)
 from ._waiters import WaitQueue
 
 
@@ -114,7 +121,9 @@ class AdaptiveLimiter:
         self._clock_given = clock is not None
         # A configured rate is the account's limit: paced a little below
         # it (clocks and networks jitter), and never exceeded.
-        self._ceiling = config.rate * (1 - _MARGIN) if config.adaptive and config.rate else None
+        self._ceiling = (
+            config.rate * (1 - _MARGIN) if config.adaptive and config.rate else None
+        )
         self._rate: float | None = self._ceiling or config.rate
         self._view = ServerView()
         # Without a configured rate, the server's Remaining lets senders go
@@ -181,8 +190,12 @@ class AdaptiveLimiter:
 
     # -- granting slots --------------------------------------------------------
 
-    async def acquire(self, deadline: float | None = None) -> Permit:
+    async def acquire(
+        self, deadline: float | None = None, priority: Priority = "normal"
+    ) -> Permit:
         """Wait for a slot, but not past *deadline*; return its permit.
+
+        Every waiting ``"high"`` caller is granted before any ``"normal"`` one.
 
         Raises:
             DeadlineExceededError: No slot before *deadline*.
@@ -199,7 +212,7 @@ class AdaptiveLimiter:
             if self._release_waiter is not None:
                 self._released.set()  # wake the dispatcher to watch this deadline
         self._last_wait = now
-        future = self._queue.add(deadline)
+        future = self._queue.add(deadline, priority)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:

@@ -557,7 +557,9 @@ class TestDialects:
 
     @pytest.mark.parametrize("dialect", list(DIALECTS))
     @pytest.mark.parametrize(
-        ("rate", "burst"), [(200, 20), (100, 10), (210, 20)], ids=["exact", "half", "5%-over"]
+        ("rate", "burst"),
+        [(200, 20), (100, 10), (210, 20)],
+        ids=["exact", "half", "5%-over"],
     )
     def test_configured(self, dialect: str, rate: float, burst: int) -> None:
         """A configured rate at, below or 5% above the limit: nothing lost.

@@ -41,6 +41,7 @@ from redis.asyncio import Redis
 from .._bulk import ProgressCallback, ResultStream
 from .._constants import DEFAULT_CONCURRENCY
 from .._errors import ConfigurationError, ValidationError
+from .._limits import Priority, check_priority
 from .._models import ViberMessage
 from .._options import coerce_message
 from .._outcomes import SendOutcome, send_outcome
@@ -248,7 +249,12 @@ class SendOnceGuard:
     # -- sending ------------------------------------------------------------------
 
     async def send(
-        self, client: AsyncViberClient, message: MessageLike, *, dedupe_key: str
+        self,
+        client: AsyncViberClient,
+        message: MessageLike,
+        *,
+        dedupe_key: str,
+        priority: Priority = "high",
     ) -> int:
         """Send *message* unless a send with *dedupe_key* was made before.
 
@@ -256,6 +262,8 @@ class SendOnceGuard:
             client: The client to send with.
             message: A `ViberMessage`, or a mapping of its field names.
             dedupe_key: Names this message: the same key is never sent twice.
+            priority: Its lane at the client's rate limiter (as in
+                `AsyncViberClient.send_message`).
 
         Returns:
             The message ID: of this send, or of the earlier one.
@@ -273,7 +281,8 @@ class SendOnceGuard:
             ViberError: The send failed for sure (the key is free again).
         """
         key = _check_key(dedupe_key)
-        message_id, _ = await self._send(client, coerce_message(message), key)
+        priority = check_priority(priority)
+        message_id, _ = await self._send(client, coerce_message(message), key, priority)
         return message_id
 
     def send_messages(
@@ -286,6 +295,7 @@ class SendOnceGuard:
         ordered: bool = False,
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
+        priority: Priority = "normal",
     ) -> ResultStream[SendOnceResult]:
         """Send many ``(dedupe_key, message)`` pairs; yield one result per pair.
 
@@ -293,15 +303,17 @@ class SendOnceGuard:
         bounded concurrency, the client's rate limiter, a summary), each
         item going through `send`. Nothing ends the batch: every failure,
         including `PossibleDuplicateError` and `RedisUnavailableError`,
-        becomes a `SendOnceResult` carrying the error.
+        becomes a `SendOnceResult` carrying the error. Its sends wait in the
+        ``"normal"`` lane of the rate limiter unless *priority* says otherwise.
 
         Returns:
             An async iterator of `SendOnceResult`, also an async context manager.
         """
         self._check_client(client)
+        priority = check_priority(priority)
 
         async def process(index: int, item: object) -> SendOnceResult:
-            return await self._send_item(client, index, item)
+            return await self._send_item(client, index, item, priority)
 
         return ResultStream(
             items,
@@ -402,7 +414,7 @@ class SendOnceGuard:
             )
 
     async def _send_item(
-        self, client: AsyncViberClient, index: int, item: object
+        self, client: AsyncViberClient, index: int, item: object, priority: Priority
     ) -> SendOnceResult:
         key: str | None = None
         try:
@@ -412,7 +424,7 @@ class SendOnceGuard:
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendOnceResult(index, key, item, error=error)
         try:
-            message_id, replayed = await self._send(client, message, key)
+            message_id, replayed = await self._send(client, message, key, priority)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendOnceResult(index, key, message, error=error)
         return SendOnceResult(
@@ -420,7 +432,11 @@ class SendOnceGuard:
         )
 
     async def _send(
-        self, client: AsyncViberClient, message: ViberMessage, dedupe_key: str
+        self,
+        client: AsyncViberClient,
+        message: ViberMessage,
+        dedupe_key: str,
+        priority: Priority,
     ) -> tuple[int, bool]:
         """Claim, send, settle; return (message ID, whether it was replayed)."""
         self._check_client(client)
@@ -449,7 +465,7 @@ class SendOnceGuard:
                 raise SendInProgressError(dedupe_key, record)
             raise SendUnresolvedError(dedupe_key, record)
         try:
-            message_id = await client.send_message(message)
+            message_id = await client.send_message(message, priority=priority)
         except Exception as error:
             if send_outcome(error) is SendOutcome.FAILED:
                 # Provably not sent (refused, never written): a retry may send.

@@ -1,13 +1,13 @@
-"""Rate-limit algorithms and the header dialects they answer in (pure: time is passed in).
+"""Rate-limit algorithms and the header dialects they answer in (pure).
 
 The API's ``X-Rate-Limit-*`` headers are those of Yii2's
-``yii\\filters\\RateLimiter``, so the sandbox's default is Yii2's algorithm,
+``yii/filters/RateLimiter``, so the sandbox's default is Yii2's algorithm,
 exactly (`Yii2Bucket`, from ``checkRateLimit``): whole-second time, truncated
 refills, the timestamp saved on every request. The other dialects run a
 continuous token bucket (`TokenBucket`) and say different things in the same
 headers, so that clients are tested against more than one reading of them:
 
-* ``"yii2"``: Limit = limit per window, Remaining = allowance − 1, Reset =
+* ``"yii2"``: Limit = limit per window, Remaining = allowance - 1, Reset =
   whole seconds until full (``window`` on a 429);
 * ``"full-reset"``: Limit = bucket size, Remaining = whole tokens left, Reset =
   whole seconds until the bucket is full;
@@ -41,7 +41,7 @@ class Bucket(Protocol):
 
 
 class Yii2Bucket:
-    """``yii\\filters\\RateLimiter::checkRateLimit``, line by line.
+    """``yii/filters/RateLimiter::checkRateLimit``, line by line.
 
     *limit* requests per *window* seconds; the allowance starts at *limit*.
     ``time()`` is whole seconds, and the timestamp is saved on every request,
@@ -122,7 +122,7 @@ def make_bucket(
 ) -> Bucket:
     """The bucket of a dialect: Yii2's algorithm for ``"yii2"``, else continuous.
 
-    For Yii2, *rate* × *window* requests per *window* seconds (its limit is
+    For Yii2, *rate* x *window* requests per *window* seconds (its limit is
     also its burst); otherwise *rate* per second with *burst* at once.
     """
     if dialect == "yii2":
