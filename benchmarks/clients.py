@@ -1,9 +1,12 @@
 """One client run, in its own process, printing one JSON line of measurements.
 
     python benchmarks/clients.py CLIENT --url URL --key KEY -n N -c CONCURRENCY
-        [--warmup W] [--generator]
+        [--warmup W] [--generator] [--rate R --burst B] [--singles K]
 
-CLIENT is ``sdk`` (AsyncViberClient.send_messages, no configuration),
+CLIENT is ``sdk`` (AsyncViberClient.send_messages, no configuration unless
+``--rate``/``--burst`` give a `RateLimit`; ``--singles K`` also sends K single
+`send_message` calls, one every ``--singles-every`` seconds, while the campaign runs — or alone
+with ``-n 0`` — and reports their latency percentiles),
 ``httpx`` (httpx's default transport, ``client.post``), ``httpx-aiohttp``
 (the leanest httpx path: httpx over aiohttp, each request built once and sent
 with ``client.send``, no validation, no retries) or ``aiohttp`` (raw
@@ -76,8 +79,36 @@ async def workers(concurrency: int, jobs: Iterator[int], handle: Any) -> None:
     await asyncio.gather(*(work() for _ in range(concurrency)))
 
 
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def singles(
+    client: Any, count: int, every: float, latencies: list[float]
+) -> None:
+    """One single send every *every* seconds (an OTP from a request handler)."""
+    from decisiontelecom_viber import ViberMessage
+
+    async def one(n: int) -> None:
+        message = ViberMessage.transactional(
+            sender=SENDER, receiver=str(390_000_000_000 + n), text=f"OTP {n:06d}"
+        )
+        start = time.perf_counter()
+        await client.send_message(message)
+        latencies.append(time.perf_counter() - start)
+
+    tasks = []
+    for n in range(count):
+        tasks.append(asyncio.create_task(one(n)))
+        await asyncio.sleep(every)
+    await asyncio.gather(*tasks)
+
+
 async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
-    from decisiontelecom_viber import AsyncViberClient, ViberMessage
+    from decisiontelecom_viber import AsyncViberClient, RateLimit, ViberMessage
 
     def messages(start: int, count: int) -> Iterator[ViberMessage]:
         for n in range(start, start + count):
@@ -87,7 +118,13 @@ async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
                 text=f"Your code is {n:06d}",
             )
 
-    async with AsyncViberClient(args.key, base_url=args.url) as client:
+    rate_limit = RateLimit()
+    if args.rate is not None:
+        rate_limit = RateLimit(rate=args.rate, burst=args.burst)
+    latencies: list[float] = []
+    async with AsyncViberClient(
+        args.key, base_url=args.url, rate_limit=rate_limit
+    ) as client:
         if args.warmup:
             async for _ in client.send_messages(
                 messages(10**6, args.warmup), concurrency=args.concurrency
@@ -97,12 +134,21 @@ async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
         start = time.perf_counter()
         cpu = time.process_time()
         stream = client.send_messages(messages(0, args.n), concurrency=args.concurrency)
-        async for result in stream:
-            if result.ok:
-                counts.accepted += 1
-            else:
-                counts.failed += 1
-        elapsed = time.perf_counter() - start
+
+        async def campaign() -> float:
+            async for result in stream:
+                if result.ok:
+                    counts.accepted += 1
+                else:
+                    counts.failed += 1
+            return time.perf_counter() - start
+
+        running = asyncio.create_task(campaign())
+        if args.singles:
+            # Once the campaign has filled the limiter's queue.
+            await asyncio.sleep(0.5 if args.n else 0)
+            await singles(client, args.singles, args.singles_every, latencies)
+        elapsed = await running
         cpu = time.process_time() - cpu
         counts.rate_limited = client.metrics.rate_limited - before
         return {
@@ -111,6 +157,8 @@ async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
             "current_rate": client.current_rate,
             "estimated_limit": client.metrics.estimated_limit,
             "attempts": stream.summary.attempts,
+            "singles_p50": percentile(latencies, 0.5),
+            "singles_p99": percentile(latencies, 0.99),
         }
 
 
@@ -218,6 +266,10 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--generator", action="store_true")
+    parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument("--singles", type=int, default=0)
+    parser.add_argument("--singles-every", type=float, default=0.1)
     args = parser.parse_args()
     counts = Counts()
     measured = asyncio.run(RUNNERS[args.client](args, counts))

@@ -98,8 +98,32 @@ def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
     return dict(json.loads(output.stdout.strip().splitlines()[-1]))
 
 
+SDK_ONLY = ["sdk"]
+LIMITED = ("--rate", "200", "--burst", "20")
+# Single sends during a campaign (and alone, for the idle baseline).
+SINGLES = ["--singles", "40", "--singles-every", "0.1"]
+
+
 def workloads(quick: bool) -> list[dict[str, Any]]:
     scale = 10 if quick else 1
+    n = 2_000 // scale
+    dialects = [
+        ("none", LIMITED),
+        ("Yii2 200/1 s", ("--rate", "200", "--rate-limit-headers", "yii2")),
+        (
+            "Yii2 600/3 s",
+            (
+                "--rate",
+                "200",
+                "--rate-limit-headers",
+                "yii2",
+                "--rate-limit-window",
+                "3",
+            ),
+        ),
+        ("full-reset", (*LIMITED, "--rate-limit-headers", "full-reset")),
+        ("next-token", (*LIMITED, "--rate-limit-headers", "next-token")),
+    ]
     return [
         {
             "name": "no latency",
@@ -113,21 +137,62 @@ def workloads(quick: bool) -> list[dict[str, Any]]:
             "n": 5_000 // scale,
             "args": ["-c", "64", "--warmup", "200"],
         },
+        *(
+            {
+                "name": f"200/s, headers: {dialect}",
+                "server": ("sandbox", flags),
+                "n": n,
+                "args": ["-c", "64"],
+                "clients": SDK_ONLY,
+                "capacity": 600
+                if "600" in dialect
+                else 200
+                if "Yii2" in dialect
+                else 20,
+            }
+            for dialect, flags in dialects
+        ),
         {
-            "name": "200/s limit, burst 20",
-            "server": ("sandbox", ("--rate", "200", "--burst", "20")),
-            "n": 2_000 // scale,
-            "args": ["-c", "64"],
+            "name": "RateLimit(rate=200, burst=20) vs 200/s burst 20",
+            "server": ("sandbox", LIMITED),
+            "n": n,
+            "args": ["-c", "64", "--rate", "200", "--burst", "20"],
+            "clients": SDK_ONLY,
         },
         {
-            "name": "200/s limit, burst 20, Yii2 headers",
-            "server": (
-                "sandbox",
-                ("--rate", "200", "--burst", "20", "--rate-limit-headers"),
-            ),
-            "n": 2_000 // scale,
-            "args": ["-c", "64"],
+            "name": "RateLimit(rate=100, burst=10) vs 200/s burst 20",
+            "server": ("sandbox", LIMITED),
+            "n": n,
+            "args": ["-c", "64", "--rate", "100", "--burst", "10"],
+            "clients": SDK_ONLY,
         },
+        {
+            "name": "single sends, idle",
+            "server": ("sandbox", LIMITED),
+            "n": 0,
+            "args": ["-c", "64", *SINGLES],
+            "clients": SDK_ONLY,
+        },
+        *(
+            {
+                "name": f"campaign alone, c={concurrency}",
+                "server": ("sandbox", LIMITED),
+                "n": n,
+                "args": ["-c", str(concurrency)],
+                "clients": SDK_ONLY,
+            }
+            for concurrency in (64, 512)
+        ),
+        *(
+            {
+                "name": f"single sends during a campaign, c={concurrency}",
+                "server": ("sandbox", LIMITED),
+                "n": n,
+                "args": ["-c", str(concurrency), *SINGLES],
+                "clients": SDK_ONLY,
+            }
+            for concurrency in (64, 512)
+        ),
         {
             "name": "1,000 from a generator",
             "server": ("fast", 0.0),
@@ -153,12 +218,13 @@ def measure(selected: list[str] | None, quick: bool) -> list[dict[str, Any]]:
     for workload in workloads(quick):
         if selected and not any(s in workload["name"] for s in selected):
             continue
-        for client in CLIENTS:
+        for client in workload.get("clients", CLIENTS):
             # A fresh server per client: the sandbox's bucket starts full.
             with serve(workload["server"]) as url:
                 time.sleep(0.2)
                 row = client_run(client, url, workload["n"], *workload["args"])
             row["workload"] = workload["name"]
+            row["capacity"] = workload.get("capacity", 20)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
@@ -175,11 +241,19 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"| {row['workload']} | {row['client']} | error: {row['error']} |||||||"
             )
             continue
-        rate = row["n"] / row["elapsed"]
+        n = max(1, row["n"])
+        rate = row["n"] / row["elapsed"] if row["elapsed"] else 0.0
+        singles = ""
+        if row.get("singles_p50") is not None:
+            singles = (
+                f" (singles p50 {row['singles_p50'] * 1e3:.1f} ms, "
+                f"p99 {row['singles_p99'] * 1e3:.1f} ms)"
+            )
         lines.append(
-            f"| {row['workload']} | {row['client']} | {rate:,.0f} | {row['cpu']:.2f} | "
-            f"{row['cpu'] / row['n'] * 1e6:.0f} | {row['peak_rss_mb']:.1f} | "
-            f"{row['rate_limited']} | {row['accepted']:,} | {row['elapsed']:.2f} |"
+            f"| {row['workload']}{singles} | {row['client']} | {rate:,.0f} | "
+            f"{row['cpu']:.2f} | {row['cpu'] / n * 1e6:.0f} | "
+            f"{row['peak_rss_mb']:.1f} | {row['rate_limited']} | "
+            f"{row['accepted']:,} | {row['elapsed']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -212,13 +286,30 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             f"50 ms latency: {ratio:.3f}x raw aiohttp (>= 0.95) "
             f"{'PASS' if ratio >= 0.95 else 'FAIL'}"
         )
-    for name, limit in (
-        ("200/s limit, burst 20", 0.02),
-        ("200/s limit, burst 20, Yii2 headers", 0.005),
+    for row in rows:
+        name = row.get("workload", "")
+        if not name.startswith("200/s, headers: ") or "error" in row:
+            continue
+        limit = 0.02 if name.endswith("none") else 0.005
+        ideal = (row["n"] - row["capacity"]) / 200
+        share = row["rate_limited"] / row["n"]
+        ok = (
+            row["accepted"] == row["n"]
+            and row["elapsed"] <= 1.05 * ideal
+            and share <= limit
+        )
+        out.append(
+            f"{name}: {row['accepted']}/{row['n']} accepted, "
+            f"{row['elapsed'] / ideal:.3f}x ideal (<= 1.05), 429s "
+            f"{share:.2%} (<= {limit:.1%}) {'PASS' if ok else 'FAIL'}"
+        )
+    for name, rate, burst, limit in (
+        ("RateLimit(rate=200, burst=20) vs 200/s burst 20", 200, 20, 0.005),
+        ("RateLimit(rate=100, burst=10) vs 200/s burst 20", 100, 10, 0.0),
     ):
         sdk = get(name, "sdk")
         if sdk:
-            ideal = sdk["n"] / 200
+            ideal = (sdk["n"] - burst) / rate
             share = sdk["rate_limited"] / sdk["n"]
             ok = (
                 sdk["accepted"] == sdk["n"]
@@ -229,6 +320,24 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
                 f"{name}: {sdk['accepted']}/{sdk['n']} accepted, "
                 f"{sdk['elapsed'] / ideal:.3f}x ideal (<= 1.05), 429s "
                 f"{share:.2%} (<= {limit:.1%}) {'PASS' if ok else 'FAIL'}"
+            )
+    idle = get("single sends, idle", "sdk")
+    for concurrency in (64, 512):
+        during = get(f"single sends during a campaign, c={concurrency}", "sdk")
+        alone = get(f"campaign alone, c={concurrency}", "sdk")
+        if idle and during and alone and idle["singles_p50"] is not None:
+            bound = idle["singles_p50"] + 0.025
+            # The account's throughput: campaign and single sends together.
+            singles = 40
+            speed = ((during["n"] + singles) / during["elapsed"]) / (
+                alone["n"] / alone["elapsed"]
+            )
+            ok = during["singles_p99"] <= bound and speed >= 0.98
+            out.append(
+                f"single sends during a campaign, c={concurrency}: p99 "
+                f"{during['singles_p99'] * 1e3:.1f} ms (<= idle p50 "
+                f"{idle['singles_p50'] * 1e3:.1f} + 25 ms); throughput "
+                f"{speed:.3f}x the campaign alone (>= 0.98) {'PASS' if ok else 'FAIL'}"
             )
     small, big = (
         get("1,000 from a generator", "sdk"),

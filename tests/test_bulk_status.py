@@ -284,6 +284,65 @@ class TestLimiterWiring:
         assert ["bind", "acquire True", "release 200"] == calls
         assert 3.0 == client.current_rate
 
+    async def test_priorities_reach_the_limiter(
+        self, api: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        """Single calls ask in the high lane, bulk ones in the normal one."""
+        asked: list[str] = []
+
+        class Permit:
+            waited = 0.0
+
+            def release(self, feedback: Feedback) -> None:
+                pass
+
+        class Lanes:
+            current_rate = None
+            estimated_limit = None
+
+            def bind(self, clock: object) -> None:
+                pass
+
+            async def acquire(
+                self, deadline: float | None = None, priority: str = "normal"
+            ) -> Permit:
+                asked.append(priority)
+                return Permit()
+
+        client = make_client(rate_limit=Lanes())
+        api.post("/send-viber").mock(json_response(200, {"message_id": 1}))
+        api.post("/receive-viber").mock(
+            json_response(200, {"message_id": 1, "status": 2})
+        )
+
+        await client.send_message(message(1))
+        await client.send_message(message(2), priority="normal")
+        await client.get_message_status(1)
+        assert ["high", "normal", "high"] == asked
+        asked.clear()
+        assert 2 == len([r async for r in client.send_messages([message(3)] * 2)])
+        assert ["normal", "normal"] == asked
+        asked.clear()
+        stream = client.send_messages([message(4)], priority="high")
+        assert 1 == len([r async for r in stream])
+        statuses = client.get_message_statuses([1], priority="high")
+        assert 1 == len([r async for r in statuses])
+        assert ["high", "high"] == asked
+
+    async def test_bad_priority_fails_before_any_request(
+        self, api: respx.MockRouter, make_client: MakeClient
+    ) -> None:
+        """A priority that is not "high" or "normal" is a ConfigurationError."""
+        client = make_client()
+        route = api.post("/send-viber").mock(json_response(200, {"message_id": 1}))
+
+        with pytest.raises(ConfigurationError, match="priority"):
+            await client.send_message(message(1), priority="urgent")  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="priority"):
+            client.send_messages([message(1)], priority=1)  # type: ignore[arg-type]
+
+        assert 0 == route.call_count
+
     @pytest.mark.parametrize("bad", [True, "fast", object()])
     def test_bad_rate_limit(self, bad: Any) -> None:
         """Anything else is a configuration error."""
