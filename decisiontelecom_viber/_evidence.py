@@ -8,7 +8,8 @@ commands. It infers from the answers which semantics they follow:
 * **Yii2, exactly** (`Dialect.YII2`): time in whole seconds of the server's
   clock, so tokens come back only when its second changes (``int(limit /
   window)`` of them), ``Reset`` is ``window`` on a 429 and
-  ``int((limit - remaining - 1) * window / limit)`` otherwise. When tokens run
+  ``int((limit - remaining) * window / limit)`` otherwise (Yii2 2.0.14 and
+  later; ``limit - remaining - 1`` before). When tokens run
   out, waiting for the next tick is the only thing that works; where in our
   second the server's tick falls (`TickPhase`) is learned by bisection, one
   probe a second.
@@ -284,12 +285,17 @@ class ServerView:
             return
         if self.window is None:
             # Any Reset fits some window, except after the first request of
-            # a full bucket (Remaining = limit - 1), where Yii2 says 0.
-            consistent = remaining < limit - 1 or reset == 0
+            # a full bucket (Remaining = limit - 1), where Yii2 says 0 (or,
+            # since 2.0.14, int(window / limit): 0 unless under 1/s).
+            consistent = remaining < limit - 1 or reset == 0 or limit == 1
         else:
-            # Reset = int((limit - allowance) * window / limit), where
-            # allowance = remaining + 1.
-            consistent = reset == int((limit - remaining - 1) * self.window / limit)
+            # allowance = remaining + 1; Yii2 2.0.14 and later say
+            # Reset = int((limit - allowance + 1) * window / limit), earlier
+            # versions int((limit - allowance) * window / limit).
+            consistent = reset in (
+                int((limit - remaining) * self.window / limit),
+                int((limit - remaining - 1) * self.window / limit),
+            )
         if not consistent:
             self._no_longer_yii2()
 

@@ -61,6 +61,19 @@ class TestDialect:
                 Dialect.CONTINUOUS,
                 None,
             ),
+            # Both Yii2 formulas: int((10 - 3) * 3 / 10) = 2 (2.0.14 and later)
+            # and int((10 - 3 - 1) * 3 / 10) = 1 (before).
+            *(
+                (
+                    [
+                        {"remaining": 0, "reset": 3, "refused": True},
+                        {"remaining": 3, "reset": reset},
+                    ],
+                    Dialect.YII2,
+                    3,
+                )
+                for reset in (1, 2)
+            ),
             # Nothing told apart yet.
             ([{"remaining": 5, "reset": 0}], Dialect.UNKNOWN, None),
             # A 429 with tokens left, or more left than the bucket holds.

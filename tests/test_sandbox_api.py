@@ -281,9 +281,12 @@ class TestRateLimit:
         expected = 4 + 40 * elapsed
         assert expected * 0.9 - 1 <= accepted <= expected + 1
 
-    @pytest.mark.viber_sandbox(rate_limit=10, burst=3, rate_limit_headers=True)
-    async def test_yii2_headers(self, http: httpx.AsyncClient) -> None:
-        """X-Rate-Limit-Limit is the bucket size; Remaining counts down; Reset in s."""
+    @pytest.mark.viber_sandbox(rate_limit=10, burst=3, rate_limit_headers="full-reset")
+    async def test_full_reset_headers(self, http: httpx.AsyncClient) -> None:
+        """Full-reset: Limit is the bucket size; Remaining counts down; Reset in s.
+
+        Every dialect, Yii2's (the default) included: test_sandbox_ratelimit.py.
+        """
         first = await send(http, VALID)
         second = await send(http, VALID)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from .._public import publish as _publish
 from ._app import Sandbox as Sandbox
 from ._config import LatencyDistribution as LatencyDistribution
+from ._config import RateLimitAlgorithm as RateLimitAlgorithm
+from ._config import RateLimitHeaders as RateLimitHeaders
 from ._config import SandboxConfig as SandboxConfig
 from ._server import AppServer as AppServer
 from ._server import SandboxServer as SandboxServer
@@ -33,6 +35,8 @@ __all__ = [
     "AppServer",
     "CallbackRecord",
     "LatencyDistribution",
+    "RateLimitAlgorithm",
+    "RateLimitHeaders",
     "RequestRecord",
     "Sandbox",
     "SandboxConfig",

@@ -12,11 +12,12 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._enums import MessageStatus, SmsStatus
 from ._admin import AdminMixin
+from ._buckets import make_bucket
 from ._config import SandboxConfig
 from ._faults import FAULT_STATUS, pick_fault, sample_latency
 from ._http import (
@@ -37,7 +38,7 @@ from ._http import (
 from ._lifecycle import plan_timeline
 from ._requests import SandboxValidationError, normalise_send, parse_message_id
 from ._scheduler import CallbackJob, CallbackScheduler, reply_job, status_jobs
-from ._state import AcceptedMessage, SandboxState, TokenBucket
+from ._state import AcceptedMessage, SandboxState
 
 
 __all__ = ["Sandbox"]
@@ -55,10 +56,18 @@ class Sandbox(AdminMixin):
 
     Args:
         config: The knobs; defaults to `SandboxConfig()`.
+        wall_clock: The Unix time of the rate limits (Yii2 counts whole
+            seconds of it); defaults to `time.time`. Tests pass a fake one.
     """
 
-    def __init__(self, config: SandboxConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._config = config if config is not None else SandboxConfig()
+        self._wall_clock = wall_clock
         self._state = SandboxState(self._config.first_message_id)
         self._rng = random.Random(self._config.seed)
         self._epoch = time.monotonic()
@@ -298,24 +307,29 @@ class Sandbox(AdminMixin):
     ) -> tuple[dict[str, str], bool]:
         if config.rate_limit is None:
             return {}, True
-        now = time.monotonic()
+        now = self._wall_clock()
         with self._state.lock:
             bucket = self._state.buckets.get(key)
             if bucket is None:
-                bucket = TokenBucket(config.rate_limit, config.burst, now)
+                bucket = make_bucket(
+                    config.rate_limit_dialect,
+                    config.rate_limit,
+                    config.burst,
+                    config.rate_limit_window,
+                    now,
+                )
                 self._state.buckets[key] = bucket
-            allowed = bucket.take(now)
+            allowed, limit, remaining, reset = bucket.take(now)
             headers: dict[str, str] = {}
             if config.rate_limit_headers:
                 headers = {
-                    "X-Rate-Limit-Limit": str(config.burst),
-                    "X-Rate-Limit-Remaining": str(int(bucket.tokens)),
-                    # Yii2 truncates to whole seconds.
-                    "X-Rate-Limit-Reset": str(int(bucket.seconds_until_full())),
+                    "X-Rate-Limit-Limit": str(limit),
+                    "X-Rate-Limit-Remaining": str(remaining),
+                    "X-Rate-Limit-Reset": str(reset),
                 }
             if not allowed and config.retry_after_header:
                 headers["Retry-After"] = str(
-                    max(1, math.ceil(bucket.seconds_until_token()))
+                    max(1, math.ceil(bucket.seconds_until_token(now)))
                 )
         return headers, allowed
 

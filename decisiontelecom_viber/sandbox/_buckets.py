@@ -65,7 +65,8 @@ class Yii2Bucket:
             self.allowance, self.timestamp = 0, current
             return False, limit, 0, window
         self.allowance, self.timestamp = allowance - 1, current
-        return True, limit, allowance - 1, int((limit - allowance) * window / limit)
+        # Yii2 2.0.14 and later (#15432); before, (limit - allowance).
+        return True, limit, allowance - 1, int((limit - allowance + 1) * window / limit)
 
     def seconds_until_token(self, now: float) -> float:
         if self.allowance >= 1:

@@ -42,6 +42,38 @@ def _description(doc: str | None, name: str) -> str:
     return ""
 
 
+def _add_off_or_choice(
+    parser: argparse.ArgumentParser,
+    flags: list[str],
+    kwargs: dict[str, Any],
+    args: tuple[Any, ...],
+) -> None:
+    """A ``Literal[False, "a", "b"]`` knob: ``--knob [a|b]`` and ``--no-knob``.
+
+    The bare flag means the first choice (so ``--rate-limit-headers`` still
+    means what it did when it was a boolean, with True read as "yii2").
+    """
+    choices = [a for a in args if a is not False]
+    kwargs.update(
+        nargs="?",
+        const=choices[0],
+        choices=choices,
+        metavar="{" + ",".join(choices) + "}",
+    )
+    description, _, default = kwargs["help"].rpartition(" (default: ")
+    kwargs["help"] = (
+        f"{description} The bare flag means {choices[0]}. (default: {default}"
+    )
+    parser.add_argument(*flags, **kwargs)
+    parser.add_argument(
+        "--no-" + flags[0][2:],
+        dest=kwargs["dest"],
+        action="store_const",
+        const=False,
+        help=f"{flags[0]} off (False)",
+    )
+
+
 def build_parser(
     prog: str = "python -m decisiontelecom_viber.sandbox",
 ) -> argparse.ArgumentParser:
@@ -66,12 +98,20 @@ def build_parser(
         help_text = f"{_description(SandboxConfig.__doc__, name)} (default: {default})"
         kwargs: dict[str, Any] = {"dest": name, "default": default, "help": help_text}
         args = typing.get_args(hint)
+        literal = next(
+            (a for a in args if typing.get_origin(a) is typing.Literal), None
+        )
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(hint) is tuple:
             kwargs["nargs"] = "*"
+        elif typing.get_origin(hint) is typing.Literal and False in args:
+            _add_off_or_choice(parser, flags, kwargs, args)
+            continue
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["choices"] = args
+        elif literal is not None:  # Literal[...] | None
+            kwargs["choices"] = typing.get_args(literal)
         else:
             base = (
                 next((a for a in args if a is not type(None)), hint) if args else hint

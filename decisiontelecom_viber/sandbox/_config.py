@@ -6,10 +6,21 @@ from typing import Any, Literal
 
 import attrs
 
+from ._buckets import DIALECTS, Dialect
 
-__all__ = ["LatencyDistribution", "SandboxConfig"]
+
+__all__ = [
+    "LatencyDistribution",
+    "RateLimitAlgorithm",
+    "RateLimitHeaders",
+    "SandboxConfig",
+]
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "lognormal"]
+# False (no headers) or the dialect the X-Rate-Limit-* headers speak.
+RateLimitHeaders = Literal[False, "yii2", "full-reset", "next-token"]
+RateLimitAlgorithm = Literal["token-bucket", "yii2"]
+_ALGORITHMS: tuple[RateLimitAlgorithm, ...] = ("token-bucket", "yii2")
 
 _PROBABILITIES = (
     "fault_500",
@@ -37,6 +48,33 @@ def _check(
         raise ValueError(f"SandboxConfig.{name} must not be negative")
 
 
+def _headers(value: bool | str) -> RateLimitHeaders:
+    """``rate_limit_headers``: True is Yii2's dialect (the API's own)."""
+    if value is True:
+        return "yii2"
+    if value is False:
+        return False
+    for dialect in DIALECTS:
+        if value == dialect:
+            return dialect
+    choices = ", ".join(repr(d) for d in DIALECTS)
+    raise ValueError(
+        f"SandboxConfig.rate_limit_headers must be False, True (= 'yii2') or one"
+        f" of {choices}; got {value!r}"
+    )
+
+
+def _algorithm(
+    instance: SandboxConfig, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None and value not in _ALGORITHMS:
+        choices = ", ".join(repr(a) for a in _ALGORITHMS)
+        raise ValueError(
+            f"SandboxConfig.rate_limit_algorithm must be None or one of {choices};"
+            f" got {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class SandboxConfig:
     """Every knob of the sandbox. The defaults make a polite, fault-free API.
@@ -49,13 +87,26 @@ class SandboxConfig:
         access_key: The key clients must send (``Authorization: Basic
             base64(key)``; the curl form ``base64(key:)`` works too).
         extra_access_keys: More accepted keys; each has its own rate limit.
-        rate_limit: Requests per second allowed per key (a token bucket), or
-            None for no limit.
-        burst: Size of the token bucket: requests allowed at once.
-        retry_after_header: Send ``Retry-After`` (whole seconds) with 429s.
-        rate_limit_headers: Send Yii2's ``X-Rate-Limit-Limit`` (the bucket
-            size), ``-Remaining`` and ``-Reset`` (whole seconds until the bucket
-            is full) with every answer.
+        rate_limit: Requests per second allowed per key, or None for no limit.
+        burst: Size of the token bucket: requests allowed at once (the token
+            bucket only; Yii2's algorithm allows its whole limit at once).
+        retry_after_header: Send ``Retry-After`` (whole seconds until a request
+            would be allowed) with 429s.
+        rate_limit_headers: Send ``X-Rate-Limit-Limit``, ``-Remaining`` and
+            ``-Reset`` with every answer, in a dialect: ``yii2`` (the API's
+            own, and what True means: Yii2's algorithm exactly, Limit = the
+            limit per window, Remaining = allowance - 1, Reset = whole seconds
+            until full, the window on a 429), ``full-reset`` (a token bucket;
+            Limit = burst, Remaining = whole tokens left, Reset = whole seconds
+            until full) or ``next-token`` (the same, but Reset = whole seconds
+            until the next token, at least 1); False sends none.
+        rate_limit_window: Yii2's window in seconds: it allows
+            round(rate_limit x window) requests per window, refilled in whole
+            seconds (fractions of a token are lost on every request).
+        rate_limit_algorithm: ``token-bucket`` or ``yii2``; None (the default)
+            lets the header dialect decide (yii2 for ``yii2``, the token bucket
+            otherwise and when headers are off). Set it to run Yii2's algorithm
+            without headers.
         errors_with_http_200: Answer every error body with HTTP 200, as the
             vendor SDKs assume the API does.
         fault_500: Probability of a 500 with the documented body (not accepted).
@@ -105,7 +156,13 @@ class SandboxConfig:
     rate_limit: float | None = attrs.field(default=None, validator=_check)
     burst: int = attrs.field(default=10, validator=_check)
     retry_after_header: bool = False
-    rate_limit_headers: bool = False
+    rate_limit_headers: RateLimitHeaders = attrs.field(
+        default=False, converter=_headers
+    )
+    rate_limit_window: int = attrs.field(default=1, validator=_check)
+    rate_limit_algorithm: RateLimitAlgorithm | None = attrs.field(
+        default=None, validator=_algorithm
+    )
     errors_with_http_200: bool = False
     fault_500: float = attrs.field(default=0.0, validator=_check)
     fault_502_html: float = attrs.field(default=0.0, validator=_check)
@@ -150,6 +207,19 @@ class SandboxConfig:
             raise ValueError("SandboxConfig.rate_limit must be > 0 or None")
         if self.burst < 1:
             raise ValueError("SandboxConfig.burst must be >= 1")
+        window: object = self.rate_limit_window  # JSON may bring anything
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(
+                "SandboxConfig.rate_limit_window must be a whole number of"
+                f" seconds >= 1; got {window!r}"
+            )
+        headers, algorithm = self.rate_limit_headers, self.rate_limit_algorithm
+        if headers and algorithm and (algorithm == "yii2") != (headers == "yii2"):
+            raise ValueError(
+                f"SandboxConfig.rate_limit_algorithm {algorithm!r} contradicts"
+                f" rate_limit_headers {headers!r}: the dialect decides the"
+                " algorithm (leave rate_limit_algorithm None)"
+            )
         if self.callback_attempts < 1:
             raise ValueError("SandboxConfig.callback_attempts must be >= 1")
         fates = self.undelivered_fraction + self.rejected_fraction + self.error_fraction
@@ -166,6 +236,17 @@ class SandboxConfig:
         )
         if faults > 1.0:
             raise ValueError("the fault probabilities add up to > 1")
+
+    @property
+    def rate_limit_dialect(self) -> Dialect | None:
+        """The algorithm and dialect of the per-key buckets.
+
+        The headers' dialect when they are on; otherwise ``"yii2"`` for Yii2's
+        algorithm and None for the token bucket (whose headers are not sent).
+        """
+        if self.rate_limit_headers:
+            return self.rate_limit_headers
+        return "yii2" if self.rate_limit_algorithm == "yii2" else None
 
     @property
     def access_keys(self) -> tuple[str, ...]:

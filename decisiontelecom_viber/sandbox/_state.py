@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .._enums import MessageStatus, SmsStatus
+from ._buckets import Bucket
 from ._lifecycle import Timeline
 
 
@@ -24,7 +25,6 @@ __all__ = [
     "RequestRecord",
     "SandboxState",
     "SandboxStats",
-    "TokenBucket",
 ]
 
 
@@ -153,35 +153,6 @@ class SandboxStats:
         return {k: v for k, v in self.outcomes.items() if k.startswith("fault_")}
 
 
-class TokenBucket:
-    """A token bucket in real time: *rate* tokens per second, *burst* at most."""
-
-    __slots__ = ("_last", "burst", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self._last = now
-
-    def take(self, now: float) -> bool:
-        """Take one token if there is one."""
-        self.tokens = min(self.burst, self.tokens + (now - self._last) * self.rate)
-        self._last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def seconds_until_token(self) -> float:
-        """Seconds until one token is available."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
-
-    def seconds_until_full(self) -> float:
-        """Seconds until the bucket is full again."""
-        return max(0.0, (self.burst - self.tokens) / self.rate)
-
-
 class SandboxState:
     """Everything recorded since the last reset, behind one lock."""
 
@@ -199,7 +170,7 @@ class SandboxState:
         self.requests: list[RequestRecord] = []
         self.messages: dict[int, AcceptedMessage] = {}
         self.callbacks: list[CallbackRecord] = []
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[str, Bucket] = {}
         self.outcomes: Counter[str] = Counter()
         self.seen_pairs: Counter[tuple[str, str | None]] = Counter()
         self.request_count = 0
