@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from .._public import publish as _publish
 from ._app import Sandbox as Sandbox
+from ._config import HeaderDialect as HeaderDialect
 from ._config import LatencyDistribution as LatencyDistribution
 from ._config import RateLimitAlgorithm as RateLimitAlgorithm
-from ._config import RateLimitHeaders as RateLimitHeaders
 from ._config import SandboxConfig as SandboxConfig
 from ._server import AppServer as AppServer
 from ._server import SandboxServer as SandboxServer
@@ -34,9 +34,9 @@ __all__ = [
     "AcceptedMessage",
     "AppServer",
     "CallbackRecord",
+    "HeaderDialect",
     "LatencyDistribution",
     "RateLimitAlgorithm",
-    "RateLimitHeaders",
     "RequestRecord",
     "Sandbox",
     "SandboxConfig",

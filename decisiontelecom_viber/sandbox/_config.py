@@ -10,15 +10,15 @@ from ._buckets import DIALECTS, Dialect
 
 
 __all__ = [
+    "HeaderDialect",
     "LatencyDistribution",
     "RateLimitAlgorithm",
-    "RateLimitHeaders",
     "SandboxConfig",
 ]
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "lognormal"]
 # False (no headers) or the dialect the X-Rate-Limit-* headers speak.
-RateLimitHeaders = Literal[False, "yii2", "full-reset", "next-token"]
+HeaderDialect = Literal[False, "yii2", "full-reset", "next-token"]
 RateLimitAlgorithm = Literal["token-bucket", "yii2"]
 _ALGORITHMS: tuple[RateLimitAlgorithm, ...] = ("token-bucket", "yii2")
 
@@ -48,7 +48,7 @@ def _check(
         raise ValueError(f"SandboxConfig.{name} must not be negative")
 
 
-def _headers(value: bool | str) -> RateLimitHeaders:
+def _headers(value: bool | str) -> HeaderDialect:
     """``rate_limit_headers``: True is Yii2's dialect (the API's own)."""
     if value is True:
         return "yii2"
@@ -156,9 +156,7 @@ class SandboxConfig:
     rate_limit: float | None = attrs.field(default=None, validator=_check)
     burst: int = attrs.field(default=10, validator=_check)
     retry_after_header: bool = False
-    rate_limit_headers: RateLimitHeaders = attrs.field(
-        default=False, converter=_headers
-    )
+    rate_limit_headers: HeaderDialect = attrs.field(default=False, converter=_headers)
     rate_limit_window: int = attrs.field(default=1, validator=_check)
     rate_limit_algorithm: RateLimitAlgorithm | None = attrs.field(
         default=None, validator=_algorithm
