@@ -37,6 +37,14 @@ __all__ = ["Dialect", "ServerView", "TickPhase"]
 
 # Yii2 counts whole seconds.
 _PERIOD = 1.0
+# Remaining is disbelieved after this many 429s for requests it let go, if
+# they are more than this share of those requests.
+_DISTRUST_AFTER = 5
+_DISTRUST_SHARE = 0.05
+# Once the phase is known within _KNOWN_PHASE, tokens more than _JITTER away
+# from it are not Yii2's; one probe half-way between two ticks checks that.
+_KNOWN_PHASE = 0.05
+_JITTER = 0.05
 # The tick's phase is bisected until known within this.
 _PRECISION = 0.003
 
@@ -127,6 +135,13 @@ class ServerView:
     # coming back: the server had at most this many when it handled it.
     _basis: _Answer | None = None
     _probed_for: float | None = None
+    # The Yii2 windows (seconds) the answers so far fit, lowest and highest.
+    _windows: tuple[float, float] = (1, math.inf)
+    # Whether a request sent between two ticks found the bucket still empty.
+    _verified: bool = False
+    # Requests let go on Remaining's word, and how many of those got a 429.
+    _on_credit: int = 0
+    _refused_on_credit: int = 0
 
     @property
     def trusted(self) -> bool:
@@ -191,6 +206,8 @@ class ServerView:
         safe = first if now < first else first + math.floor(now - first) + 1
         if self._probed_for != safe:
             probe = self.ticks.probe_before(safe)
+            if probe is None and not self._verified:
+                probe = safe - _PERIOD / 2  # between two ticks: still empty?
             basis = self._basis
             if probe is not None and (basis is None or probe > basis.sent_at):
                 return min(probe, safe)
@@ -204,6 +221,23 @@ class ServerView:
         if basis.remaining == 0:
             return self.ticks.first_tick_after(basis.sent_at, empty=True)
         return self.ticks.first_tick_after(basis.received_at, empty=False)
+
+    def granted_on_credit(self) -> None:
+        """A request went on the tokens Remaining reported."""
+        self._on_credit += 1
+
+    def credit_refused(self) -> None:
+        """A request let go on Remaining's word got a 429.
+
+        Once in a while another client of the account takes the token first;
+        often, and Remaining is not the server's count (a cache, a proxy's,
+        a constant): the headers are ignored from then on.
+        """
+        self._refused_on_credit += 1
+        if self._refused_on_credit >= _DISTRUST_AFTER and (
+            self._refused_on_credit > _DISTRUST_SHARE * self._on_credit
+        ):
+            self.dialect = Dialect.NONSENSE
 
     def granting_without_credit(self, now: float) -> None:
         """A request goes while the headers promise no token (a probe)."""
@@ -256,50 +290,85 @@ class ServerView:
             remaining == basis.remaining and sent_at > basis.sent_at
         ):
             self._basis = answer
+        ticks = self.ticks
+        if refused and ticks is not None and ticks.upper - ticks.lower <= _KNOWN_PHASE:
+            # Empty well after a tick: what Yii2 does, and a trickle does not.
+            phase = (sent_at - ticks.upper) % _PERIOD
+            if 0.25 < phase < 0.75:
+                self._verified = True
         if self.dialect is Dialect.YII2 and self.ticks is None and remaining == 0:
             # Empty: a tick comes within a second of any moment.
             self.ticks = TickPhase(sent_at, sent_at + _PERIOD)
 
     def _bracket_tick(self, before: float, after: float) -> None:
         """A tick came between two requests' send times: narrow the phase."""
-        if self.ticks is None:
+        ticks = self.ticks
+        if ticks is None:
             self.ticks = TickPhase(max(before, after - _PERIOD), after)
-        else:
-            self.ticks.narrow(before, after)
+            return
+        if after - before < _PERIOD and ticks.upper - ticks.lower <= _KNOWN_PHASE:
+            # Tokens came where the known phase has no tick: they trickle
+            # in (a continuous bucket whose headers read like Yii2's).
+            # The first tick that ends after *before* must begin before *after*.
+            k = math.ceil(before - ticks.upper - _JITTER)
+            if ticks.lower + k - _JITTER >= after:
+                self._no_longer_yii2()
+                return
+        ticks.narrow(before, after)
 
     def _classify(self, refused: bool, remaining: int, reset: float | None) -> None:
         """Narrow the dialect by what Yii2 would have said here."""
         if self.dialect is Dialect.CONTINUOUS or reset is None:
             return
         if refused:
-            # Yii2 answers a 429 with Reset = window, a whole number >= 1.
+            # Yii2 answers a 429 with Reset = window, a whole number >= 1
+            # that fits what the successes said about the window.
             window = int(reset)
-            if window >= 1 and reset == window and self.window in (None, window):
+            low, high = self._windows
+            if window >= 1 and reset == window and low <= window <= high:
                 self.window = window
+                self._windows = (window, window)
                 self.dialect = Dialect.YII2
             else:
                 self._no_longer_yii2()
             return
         limit = self.limit
-        if limit is None or limit < 1:
+        if limit is None or limit < 1 or reset != int(reset):
+            if reset != int(reset):
+                self._no_longer_yii2()
             return
-        if self.window is None:
-            # Any Reset fits some window, except after the first request of
-            # a full bucket (Remaining = limit - 1), where Yii2 says 0 (or,
-            # since 2.0.14, int(window / limit): 0 unless under 1/s).
-            consistent = remaining < limit - 1 or reset == 0 or limit == 1
-        else:
-            # allowance = remaining + 1; Yii2 2.0.14 and later say
-            # Reset = int((limit - allowance + 1) * window / limit), earlier
-            # versions int((limit - allowance) * window / limit).
-            consistent = reset in (
-                int((limit - remaining) * self.window / limit),
-                int((limit - remaining - 1) * self.window / limit),
-            )
-        if not consistent:
+        low, high = _yii2_windows(limit, remaining, int(reset))
+        low, high = max(low, self._windows[0]), min(high, self._windows[1])
+        if low > high:
             self._no_longer_yii2()
+        else:
+            self._windows = (low, high)
 
     def _no_longer_yii2(self) -> None:
+        self._windows = (1, 0)
+        self._verified = False
         self.dialect = Dialect.CONTINUOUS
         self.ticks = None
         self.window = None
+
+
+def _yii2_windows(limit: int, remaining: int, reset: int) -> tuple[float, float]:
+    """The windows *W* for which Yii2 would send this Reset (either formula).
+
+    Yii2 2.0.14 and later: ``int((limit - remaining) * W / limit)``; before:
+    ``int((limit - remaining - 1) * W / limit)``. Empty: ``(1, 0)``.
+    """
+    ranges = []
+    for used in (limit - remaining, limit - remaining - 1):
+        if used <= 0:
+            if reset == 0:
+                ranges.append((1.0, math.inf))
+            continue
+        # int(used * W / limit) == reset  <=>  reset <= used*W/limit < reset+1
+        low = max(1, math.ceil(reset * limit / used))
+        high = math.ceil((reset + 1) * limit / used) - 1
+        if low <= high:
+            ranges.append((float(low), float(high)))
+    if not ranges:
+        return (1.0, 0.0)
+    return (min(r[0] for r in ranges), max(r[1] for r in ranges))

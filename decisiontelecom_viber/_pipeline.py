@@ -106,14 +106,16 @@ class Operation(Generic[T]):
 
 
 def takes_priority(limiter: Limiter) -> bool:
-    """Whether *limiter*'s ``acquire`` takes ``priority`` (user limiters may not)."""
+    """Whether *limiter*'s ``acquire`` names a ``priority`` parameter.
+
+    User limiters written before priorities may not; one that only forwards
+    ``**kwargs`` is not trusted with it either (what it forwards to may not).
+    """
     try:
         parameters = inspect.signature(limiter.acquire).parameters
     except (TypeError, ValueError):
         return False
-    return "priority" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
+    return "priority" in parameters
 
 
 class Pipeline:

@@ -30,6 +30,7 @@ Time comes from the client's `Clock`, so all of this is tested with a fake one.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from ._clock import Clock, SystemClock
 from ._errors import DeadlineExceededError
@@ -50,11 +51,16 @@ __all__ = ["AdaptiveLimiter"]
 # Shortest time between two "bucket empty" moments used to measure the
 # server's rate: shorter baselines are too noisy (one token is a big share).
 _MIN_SAMPLE_SECONDS = 0.15
+# The same between two answers saying Remaining 0: a bucket with 0.9 of a
+# token says 0 too, and answers cross on the way back.
+_MIN_HEADER_SAMPLE_SECONDS = 0.5
 # While the limit is unknown the rate doubles every _RAMP_INTERVAL in which
 # callers wait on the limiter; short enough that the server's bucket does not
 # fill (and waste tokens) before the rate passes the limit.
 _RAMP = 2.0
 _RAMP_INTERVAL = 0.05
+# With no measurement yet, the rate grows by _SEARCH per _INTERVAL.
+_SEARCH = 1.25
 # Below the measured limit the rate climbs back by _CLIMB per _INTERVAL.
 _CLIMB = 1.05
 _INTERVAL = 0.1
@@ -83,17 +89,20 @@ _MAX_WINDOW = 512
 class _Permit:
     """The permit of `AdaptiveLimiter`: releasing it gives the slot back."""
 
-    __slots__ = ("_limiter", "_released", "waited")
+    __slots__ = ("_limiter", "_on_credit", "_released", "waited")
 
-    def __init__(self, limiter: AdaptiveLimiter, waited: float) -> None:
+    def __init__(
+        self, limiter: AdaptiveLimiter, waited: float, on_credit: bool
+    ) -> None:
         self._limiter = limiter
         self._released = False
+        self._on_credit = on_credit
         self.waited = waited
 
     def release(self, feedback: Feedback) -> None:
         if not self._released:
             self._released = True
-            self._limiter._release(feedback)
+            self._limiter._release(feedback, on_credit=self._on_credit)
 
 
 def _late() -> DeadlineExceededError:
@@ -126,6 +135,8 @@ class AdaptiveLimiter:
         )
         self._rate: float | None = self._ceiling or config.rate
         self._view = ServerView()
+        # When Remaining last showed a token to spare beyond those in flight.
+        self._spare_at = -math.inf
         # Without a configured rate, the server's Remaining lets senders go
         # at once; a configured rate is kept to (the account may be shared).
         self._discovering = config.rate is None
@@ -137,7 +148,8 @@ class AdaptiveLimiter:
         self._window: float | None = (
             config.initial_window if config.rate is None else None
         )
-        self._queue: WaitQueue[float] = WaitQueue()
+        # Waiters get (grant time, whether granted on the server's Remaining).
+        self._queue: WaitQueue[tuple[float, bool]] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
         # What the dispatcher waits for: a slot at this time, or a release.
         self._sleeping_until = 0.0
@@ -202,8 +214,7 @@ class AdaptiveLimiter:
         """
         now = self._clock.monotonic()
         if not self._queue and self._delay(now) <= 0:
-            self._grant(now)
-            return _Permit(self, 0.0)
+            return _Permit(self, 0.0, self._grant(now))
         if deadline is not None:
             # No slot comes before the pause ends, nor before the one the
             # dispatcher is sleeping towards (it goes to a caller ahead).
@@ -216,7 +227,7 @@ class AdaptiveLimiter:
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:
-            granted_at = await future
+            granted_at, on_credit = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 # Granted just as the caller was cancelled: give the slot back.
@@ -227,7 +238,7 @@ class AdaptiveLimiter:
             raise
         # The grant time, not the time this task resumed: feedback is judged
         # stale or fresh by when the limiter let the request go.
-        return _Permit(self, granted_at - now)
+        return _Permit(self, granted_at - now, on_credit)
 
     def _delay(self, now: float) -> float:
         """Seconds until the next caller may go (inf: wait for a release)."""
@@ -235,8 +246,10 @@ class AdaptiveLimiter:
             return self._paused_until - now
         view = self._view
         credit = view.credit(now, self._in_flight)
-        if credit is not None and credit >= 1 and self._discovering:
-            return 0.0  # the server said it has these tokens
+        if credit is not None and credit >= 1:
+            self._spare_at = now
+            if self._discovering:
+                return 0.0  # the server said it has these tokens
         tick = 0.0
         if view.quantized and (credit is None or credit < 1):
             # Tokens come only at the server's next second (Yii2).
@@ -246,9 +259,12 @@ class AdaptiveLimiter:
                 return tick
         rate = self._rate
         if credit is not None and rate is None:
-            # The server says it has no tokens, and its rate is not known
-            # yet: wait for answers (they bring tokens, or set a rate).
-            return float("inf")
+            # The server has no token to spare for more requests, and its
+            # rate is not known yet: start pacing, and ramp up to find it.
+            rate = self._rate = max(self._config.initial_rate, self._estimate or 0.0)
+            self._ramping = True
+            self._last_change = now
+            self._tat = max(self._tat, now + 1.0 / rate)  # (no token now)
         if self._window is not None and self._in_flight >= self._window:
             return float("inf")
         if rate is None:
@@ -259,15 +275,16 @@ class AdaptiveLimiter:
         burst = self._burst if credit is None or not self._discovering else 1
         return max(tick, max(self._tat, now) - (burst - 1) * interval - now)
 
-    def _grant(self, now: float) -> None:
-        """Let one request go at *now*."""
+    def _grant(self, now: float) -> bool:
+        """Let one request go at *now*; whether on the server's Remaining."""
         view = self._view
         credit = view.credit(now, self._in_flight)
         if credit is not None and credit >= 1 and self._discovering:
             # On the server's tokens: no slot of the schedule used, none saved.
             self._tat = max(self._tat, now)
             self._in_flight += 1
-            return
+            view.granted_on_credit()
+            return True
         if view.quantized and (credit is None or credit < 1):
             view.granting_without_credit(now)
         if self._rate is not None:
@@ -278,6 +295,7 @@ class AdaptiveLimiter:
             start = self._tat if self._tat >= now - interval else now
             self._tat = start + interval
         self._in_flight += 1
+        return False
 
     async def _dispatch(self) -> None:
         clock = self._clock
@@ -299,8 +317,8 @@ class AdaptiveLimiter:
                     finally:
                         self._sleeping_until = 0.0
             else:
-                self._grant(now)
-                if not queue.grant(now):  # pragma: no cover - peeked just now
+                on_credit = self._grant(now)
+                if not queue.grant((now, on_credit)):  # pragma: no cover - peeked
                     self._in_flight -= 1
 
     async def _nap(self, delay: float) -> None:
@@ -341,15 +359,18 @@ class AdaptiveLimiter:
             if self._release_waiter is me:
                 self._release_waiter = None
 
-    def _forget(self, future: asyncio.Future[float]) -> None:
+    def _forget(self, future: asyncio.Future[tuple[float, bool]]) -> None:
         self._queue.discard(future)
         if not self._queue and self._dispatcher is not None:
             self._dispatcher.cancel()
             self._dispatcher = None
 
-    def _release(self, feedback: Feedback) -> None:
+    def _release(self, feedback: Feedback, *, on_credit: bool = False) -> None:
         """Account for an answer, and adapt to it (through the permit)."""
         self._in_flight -= 1
+        if on_credit and feedback.rate_limited:
+            # Refused although Remaining promised the token.
+            self._view.credit_refused()
         self._released.set()
         if feedback.status is not None:
             # Smoothed round trip: rate changes wait for their feedback.
@@ -404,7 +425,9 @@ class AdaptiveLimiter:
         if self._empty_at is None:
             self._empty_at = moment
             self._accepted_since_empty = 0
-        elif moment - self._empty_at >= _MIN_SAMPLE_SECONDS:
+        elif moment - self._empty_at >= (
+            _MIN_SAMPLE_SECONDS if refused else _MIN_HEADER_SAMPLE_SECONDS
+        ):
             # Every token made since the bucket was last empty went to an
             # accepted request, unless the bucket overflowed meanwhile: the
             # sample is a lower bound of the server's rate.
@@ -425,7 +448,12 @@ class AdaptiveLimiter:
             return
         rate, estimate = self._rate, self._estimate
         if not refused and rate is not None:
-            # Empty by the headers: the measurement above is all it says.
+            # Empty by the headers: the measurement above is all it says,
+            # except that a ramp has reached the server's rate.
+            if self._ramping:
+                self._ramping = False
+                held = (estimate or rate) * (1 - _INFORMED_MARGIN)
+                self._set_rate(min(rate, held), now)
             return
         margin = _INFORMED_MARGIN if self._view.informed else _MARGIN
         target = estimate * (1 - margin) if estimate is not None else None
@@ -510,32 +538,41 @@ class AdaptiveLimiter:
             return  # callers are not waiting on the limiter: no evidence
         since_change = now - self._last_change
         estimate = self._estimate
-        if self._view.informed:
-            # Remaining lets senders spend whatever the server has beyond the
-            # pace: no need to ramp or probe for it (and 429s doing so).
-            # The pace follows the measured rate.
-            self._ramping = False
-            credit = self._view.credit(now, self._in_flight)
-            if estimate is not None and rate < estimate * (1 - _INFORMED_MARGIN):
-                self._rate = estimate * (1 - _INFORMED_MARGIN)
-                self._last_change = now
-            elif since_change >= interval and credit is not None and credit >= 1:
-                # Held below a configured rate, with tokens to spare on the
-                # server: climb back towards it.
-                self._rate = rate * _CLIMB
-                self._last_change = now
-        elif self._ramping:
+        quiet = now - self._last_refusal >= _QUIET
+        new = rate
+        if self._ramping:
             if since_change >= max(_RAMP_INTERVAL, feedback_time):
-                self._rate = rate * _RAMP
-                self._last_change = now
+                new = rate * _RAMP
         elif since_change < interval:
             return
+        elif self._view.informed and estimate is not None:
+            # Remaining lets senders spend what the server has beyond the
+            # pace, so the pace stays a little lower; it probes upward only
+            # when Remaining never shows a token to spare (a bucket of 1).
+            target = estimate * (1 - _INFORMED_MARGIN)
+            if rate < target:
+                new = min(rate * _CLIMB, target)
+            elif self._ceiling is not None and now - self._spare_at < interval:
+                new = rate * _CLIMB  # held below a configured rate: climb back
+            elif quiet and now - self._spare_at >= _QUIET:
+                new = rate * _PROBE
         elif estimate is not None and rate < estimate * (1 - _MARGIN):
-            self._rate = min(rate * _CLIMB, estimate * (1 - _MARGIN))
-            self._last_change = now
-        elif now - self._last_refusal >= _QUIET:
-            self._rate = rate * _PROBE
-            self._last_change = now
-        if self._ceiling is not None and self._rate is not None:
-            # A configured rate is never exceeded.
-            self._rate = min(self._rate, self._ceiling)
+            new = min(rate * _CLIMB, estimate * (1 - _MARGIN))
+        elif estimate is None:
+            # Nothing measured yet (the ramp ended on a 429 too early to
+            # measure): search faster than the 5 % probe.
+            new = rate * _SEARCH
+        elif quiet:
+            new = rate * _PROBE
+        if self._ceiling is not None:
+            new = min(new, self._ceiling)  # a configured rate is never exceeded
+        if new > rate:
+            self._raise_rate(new, now)
+
+    def _raise_rate(self, rate: float, now: float) -> None:
+        """A higher rate; the slots already promised scale to it (no stall)."""
+        old = self._rate or rate
+        start = max(now, self._paused_until)
+        self._tat = start + max(0.0, self._tat - start) * old / rate
+        self._rate = rate
+        self._last_change = now
