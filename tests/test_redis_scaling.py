@@ -7,6 +7,7 @@ redis-server; the workers are separate Python processes running
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import json
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +26,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from decisiontelecom_viber.redis import SendOnceGuard, SendState
+from decisiontelecom_viber import RateLimit
+from decisiontelecom_viber.redis import RedisLimiter, SendOnceGuard, SendState
 
 
 if TYPE_CHECKING:
@@ -255,8 +258,13 @@ async def test_a_killed_workers_jobs_are_not_sent_twice(
 async def test_four_workers_discover_an_unknown_limit(
     redis_server: RedisServer,
 ) -> None:
-    """With no configured rate, 4 processes find the shared limit and keep to it."""
-    total, workers = 1200, 4
+    """With no configured rate, 4 processes find the shared limit and keep to it.
+
+    At most 2 % of the messages draw a 429 (2 to 6 % did, up to 8 %, before
+    the ramp waited for answers, the first 429 held the rate and answers were
+    counted by when they came), and the limit is used at 95 % or more.
+    """
+    total, workers = 1600, 4
     share = total // workers
     with run_sandbox() as sandbox:
         processes = [
@@ -282,13 +290,62 @@ async def test_four_workers_discover_an_unknown_limit(
     )
     achieved = (state["accepted"] - BURST) / wall
     rejected = state["rate_limited"] / total
+    start = min(end["first_send"] for end in ends)
+    early = sum(t - start < 1 for end in ends for t in end["refusals"])
     print(  # noqa: T201 - the figures, with -s
         f"\nunknown limit: {state['accepted']} accepted in {wall:.2f} s, "
         f"{achieved:.1f}/s ({achieved / RATE:.1%}), "
-        f"{state['rate_limited']} 429s ({rejected:.2%})"
+        f"{state['rate_limited']} 429s ({rejected:.2%}; {early} in the first second)"
     )
 
     assert total == state["accepted"]
     assert 0 == state["duplicates"]
-    assert achieved >= 0.85 * RATE
+    # The targets (>= 95 % of the limit, <= 2 % 429s) are what this run
+    # measures on a quiet machine (the figures print with -s; docs/scaling.md):
+    # asserted with room, as CI shares its cores.
+    assert achieved >= 0.90 * RATE
     assert rejected <= 0.05
+
+
+async def test_high_priority_calls_go_before_other_processes_campaigns(
+    redis_server: RedisServer,
+    redis_client: Redis,
+) -> None:
+    """Two processes send campaigns at 20/s; 3 high-priority callers here cut in.
+
+    They get the next free slots: none the campaigns had not reserved yet (one
+    horizon ahead) goes before them. (Normal ones race them for each slot.)
+    """
+    rate, horizon, per_worker = 20, 0.02, 20
+    key = "test:priority-limiter"
+    options = ("--rate", str(rate), "--burst", "1", "--barrier", "2")
+    options += ("--namespace", "test:priority", "--limiter-key", key)
+    with run_sandbox() as sandbox:
+        processes = [
+            start_worker(
+                redis_server, sandbox, i * per_worker, (i + 1) * per_worker, *options
+            )
+            for i in range(2)
+        ]
+        watched = processes[0].stdout
+        assert watched is not None
+        early = [json.loads(watched.readline()) for _ in range(5)]
+        limiter = RedisLimiter(
+            redis_client, RateLimit(rate=rate, burst=1), key=key, horizon=horizon
+        )
+        asked = time.time()
+        await asyncio.gather(*(limiter.acquire(priority="high") for _ in range(3)))
+        granted = time.time()
+        await limiter.aclose()
+        lines = early + finish_all(processes)
+    answers = [line["at"] for line in lines if "key" in line]
+
+    # (An answer comes a few ms after its slot: 40 ms for that and the timers.)
+    cut_in = [at for at in answers if asked + horizon + 0.04 < at < granted]
+    print(  # noqa: T201 - the figures, with -s
+        f"\npriority: served in {granted - asked:.3f} s, "
+        f"{len(cut_in)} campaign requests in between"
+    )
+    assert 2 * per_worker == len(answers)
+    assert [] == cut_in
+    assert granted - asked < 3.5 / rate + horizon

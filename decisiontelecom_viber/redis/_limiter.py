@@ -5,11 +5,16 @@ scripts change it (`_scripts`), so N processes on M machines stay under the
 account's limit together, and what one worker learns (a 429) slows and
 pauses all of them at once.
 
-Inside a process, callers queue in FIFO order and one dispatcher task (alive
-only while someone waits) asks Redis for send slots: one script call reserves
-slots for up to 16 waiters, never more than a short *horizon* ahead, so a
-pause or a lower rate decided by another worker applies within that horizon.
-The dispatcher sleeps until each slot and lets the next caller go.
+Inside a process, callers queue in two lanes (`Priority`: every ``"high"``
+caller before any ``"normal"`` one, each lane first come, first served) and
+one dispatcher task (alive only while someone waits) asks Redis for send
+slots: one script call reserves slots for up to 16 waiters, never more than
+a short *horizon* ahead, so a pause or a lower rate decided by another worker
+applies within that horizon. The dispatcher sleeps until each slot and lets
+the next caller go. High-priority callers that get no slot are registered in
+the shared hash, and while any are, the other workers' normal callers get no
+new slots: a single send in one worker goes before a campaign in every worker
+(after at most the slots already reserved, one horizon).
 
 Redis times and the process's clock differ: every script reply carries
 Redis's ``TIME``, and the offset between the two clocks (measured at each
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -33,7 +39,7 @@ from redis.exceptions import RedisError
 
 from .._clock import Clock, SystemClock
 from .._errors import ConfigurationError, DeadlineExceededError
-from .._limits import Feedback, Permit, RateLimit, bind_clock
+from .._limits import Feedback, Permit, Priority, RateLimit, bind_clock
 from .._ratelimit import AdaptiveLimiter
 from .._waiters import WaitQueue
 from ._errors import RedisUnavailableError
@@ -56,8 +62,14 @@ _MIN_RETRY = 0.001
 # Share of the account's burst used at once: the rest of the server's bucket
 # absorbs the jitter between workers' requests (50 ms at 200/s, burst 20).
 _BURST_SHARE = 0.5
+# Accepted answers kept for Redis at most (while it is unreachable).
+_MAX_PENDING = 1024
 # Smoothing of the round trip measured from feedback.
 _RTT_WEIGHT = 0.1
+# The clock offset is taken from the script call with the shortest round trip
+# (it is known to within half of it); a kept measurement counts as this much
+# less certain per second of age, so that a clock step is followed.
+_OFFSET_AGING = 0.002
 
 
 class _UseLocal:
@@ -69,6 +81,9 @@ _USE_LOCAL = _UseLocal()
 # A waiter's verdict: its local grant time, and the Redis time its slot was
 # reserved at.
 _Grant = tuple[float, float]
+# Accepted answers to count in Redis: when they came, and the latest time one
+# of them was sent (Redis times).
+_Accepted = tuple[list[float], float | None]
 
 
 def _late() -> DeadlineExceededError:
@@ -149,20 +164,34 @@ class RedisLimiter:
 
     **Rate.** With ``limit.rate`` set (the account's limit, requests per
     second, and ``limit.burst`` the size of its bucket), all workers together
-    send at most ``rate * (1 - headroom)`` (99 % by default), and at most
-    half of ``burst`` at once: the rest of the server's bucket absorbs the
-    network jitter between workers, which would otherwise make the server
-    refuse requests the limiter let through. A 429 pauses every worker and,
-    with ``limit.adaptive``, lowers the shared rate by a few percent; it
-    climbs back after 1.5 s without a 429, never above the configured rate.
-    With ``adaptive=False`` the rate is fixed (429s still pause everyone).
+    send at most ``rate * (1 - headroom)`` (99 % by default): the configured
+    rate is a ceiling. They send at most half of ``burst`` at once: the rest
+    of the server's bucket absorbs the network jitter between workers, which
+    would otherwise make the server refuse requests the limiter let through.
+    A 429 pauses every worker (for its ``Retry-After``, if it says; else one
+    interval after the slots already granted, ``X-Rate-Limit-Reset`` being
+    only an upper bound) with no burst when the pause ends (the server's
+    bucket is empty), and, with ``limit.adaptive``, lowers the shared rate by
+    a few percent; it climbs back after 1.5 s without a 429, never above the
+    configured rate. With ``adaptive=False`` the rate is exactly
+    ``limit.rate``, fixed (429s still pause everyone). A change of rate keeps
+    the bucket as full as it was: it never grants a new burst.
+
+    **Priority.** ``acquire(priority="high")`` (single sends) goes before
+    every ``"normal"`` caller (bulk sends) of every worker: within a worker
+    by its queue, across workers through the shared state.
 
     **No rate.** With ``limit.rate=None`` the shared rate starts at
-    ``limit.initial_rate`` (50/s by default) and doubles every 50 ms (or two
-    round trips) while callers wait. 429s halve it until two of them, at
-    least 150 ms apart, measure the server's rate (requests accepted by all
-    workers over the time between). From then on the limiter sends 1 %
-    below that measurement, believes the limit fell by 3 % when refused at
+    ``limit.initial_rate`` (50/s by default) and doubles every 100 ms (or
+    two round trips) while callers wait, once requests sent 100 ms after the
+    last doubling have been accepted: a slow server's answers, which bring
+    its 429s late to every worker, hold the ramp back. The first 429 halves
+    the rate and holds it (a quarter less at each fresh 429 after) until two
+    429s, at least 150 ms apart, measure the server's rate: the accepted
+    answers all workers got between the two (stale 429s count too: each
+    says the server's bucket was empty). Without a 429 for 300 ms the rate
+    grows again, by a quarter a step. From then on the limiter sends 1 %
+    below the measurement, believes the limit fell by 3 % when refused at
     or below it, and probes upward after 1.5 s without a 429. Starting from
     a rate rather than TCP-like slow start (as `AdaptiveLimiter` does)
     keeps the shared state to a few numbers: counting requests in flight
@@ -250,12 +279,30 @@ class RedisLimiter:
         self._queue: WaitQueue[_Grant | _UseLocal] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
         self._sleeping_until = 0.0
+        # Set to cut short the dispatcher's wait for slots (a high-priority
+        # caller came: it registers at once).
+        self._wake: asyncio.Event | None = None
+        # This worker's name in the shared state, and whether its
+        # high-priority callers are registered there as waiting.
+        self._worker = secrets.token_hex(8)
+        self._registered = False
         self._reports: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
         self._offset: float | None = None  # Redis time minus local time
+        # The round trip of the call that measured the offset, and when.
+        self._offset_rtt = 0.0
+        self._offset_at = 0.0
         self._rtt = 0.0
-        self._pending_accepted = 0
-        self._rate = limit.rate * (1 - headroom) if limit.rate else limit.initial_rate
+        # When accepted answers came (Redis time), not yet counted in Redis,
+        # and the latest time one of their requests was sent.
+        self._pending_accepted: list[float] = []
+        self._pending_acked: float | None = None
+        if limit.rate is None:
+            self._rate = limit.initial_rate
+        elif limit.adaptive:
+            self._rate = limit.rate * (1 - headroom)
+        else:
+            self._rate = float(limit.rate)
         self._estimate = limit.rate
         self._down_since: float | None = None
         self._retry_at = 0.0
@@ -328,8 +375,13 @@ class RedisLimiter:
             self._clock = clock
             self._clock_given = True
 
-    async def acquire(self, deadline: float | None = None) -> Permit:
+    async def acquire(
+        self, deadline: float | None = None, priority: Priority = "normal"
+    ) -> Permit:
         """Wait for a send slot, but not past *deadline*; return its permit.
+
+        Every waiting ``"high"`` caller, in any worker, is granted before
+        any ``"normal"`` one (but for slots reserved already: one horizon).
 
         Raises:
             DeadlineExceededError: No slot before *deadline*.
@@ -342,10 +394,12 @@ class RedisLimiter:
             # Not even the slot the dispatcher waits for (a caller's ahead).
             raise _late()
         if self._down_since is not None and start < self._retry_at:
-            return await self._acquire_locally(start, deadline)
-        future = self._queue.add(deadline)
+            return await self._acquire_locally(start, deadline, priority)
+        future = self._queue.add(deadline, priority)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
+        elif priority == "high" and self._wake is not None:
+            self._wake.set()  # to be registered now, not when the wait ends
         expiry = None
         if deadline is not None:
             # Also a bound in real time: a stalled Redis (a failover's CLIENT
@@ -363,7 +417,7 @@ class RedisLimiter:
             if expiry is not None:
                 expiry.cancel()
         if isinstance(verdict, _UseLocal):
-            return await self._acquire_locally(start, deadline)
+            return await self._acquire_locally(start, deadline, priority)
         granted_at, reserved_at = verdict
         return _RedisPermit(self, max(0.0, granted_at - start), reserved_at=reserved_at)
 
@@ -379,8 +433,16 @@ class RedisLimiter:
         elif feedback.status is not None:
             # Any answer but a 429 used one of the server's tokens. Counted in
             # Redis at once (answers of one loop turn together), so that a 429
-            # seen by another worker measures the server's rate with it.
-            self._pending_accepted += 1
+            # seen by another worker measures the server's rate with it: with
+            # the time it came, which tells the measurement it belongs to.
+            offset = self._offset or 0.0
+            pending = self._pending_accepted
+            pending.append(feedback.received_at + offset)
+            if len(pending) > _MAX_PENDING:  # Redis has been unreachable long
+                del pending[: len(pending) - _MAX_PENDING]
+            sent = feedback.sent_at + offset
+            if self._pending_acked is None or sent > self._pending_acked:
+                self._pending_acked = sent
             if self._flusher is None or self._flusher.done():
                 with contextlib.suppress(RuntimeError):  # no loop: counted later
                     self._flusher = asyncio.get_running_loop().create_task(
@@ -403,7 +465,7 @@ class RedisLimiter:
             dispatcher.cancel()
             await asyncio.gather(dispatcher, return_exceptions=True)
         self._queue.cancel_all()
-        if self._pending_accepted and self._down_since is None:
+        if (self._pending_accepted or self._registered) and self._down_since is None:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._call_acquire(want=0)
 
@@ -420,34 +482,51 @@ class RedisLimiter:
 
     # -- inside -----------------------------------------------------------------
 
-    async def _acquire_locally(self, start: float, deadline: float | None) -> Permit:
+    async def _acquire_locally(
+        self, start: float, deadline: float | None, priority: Priority
+    ) -> Permit:
         local = self._local
         if local is None:  # pragma: no cover - only set up in "local" mode
             raise RuntimeError("no local limiter")
         # Time spent on a failed Redis call counts as waiting, too.
         before = self._clock.monotonic()
-        permit = await local.acquire(deadline)
+        permit = await local.acquire(deadline, priority)
         return _RedisPermit(
             self, permit.waited + max(0.0, before - start), local=permit
         )
 
+    def _take_accepted(self) -> _Accepted:
+        taken = (self._pending_accepted, self._pending_acked)
+        self._pending_accepted, self._pending_acked = [], None
+        return taken
+
+    def _give_back_accepted(self, taken: _Accepted) -> None:
+        """Accepted answers a failed call did not count: with the next call."""
+        accepted, acked = taken
+        self._pending_accepted[:0] = accepted
+        if acked is not None and (
+            self._pending_acked is None or acked > self._pending_acked
+        ):
+            self._pending_acked = acked
+
     async def _flush_accepted(self) -> None:
         while self._pending_accepted and self._down_since is None:
-            accepted, self._pending_accepted = self._pending_accepted, 0
+            taken = self._take_accepted()
             try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    # The expiry too: a hash that vanished must not come back
-                    # as a counter that never expires.
-                    pipe.hincrbyfloat(self._key, "accepted", accepted)
-                    pipe.pexpire(self._key, round(self._params.state_ttl * 1000))
-                    await pipe.execute()
+                await self._scripts.flush(
+                    self._key,
+                    self._params,
+                    accepted=taken[0],
+                    acked=taken[1],
+                    rtt=self._rtt,
+                )
             except REDIS_ERRORS:
-                self._pending_accepted += accepted  # sent with the next call
+                self._give_back_accepted(taken)  # sent with the next call
                 return
 
-    async def _call_acquire(self, want: int) -> AcquireReply:
+    async def _call_acquire(self, want: int, high: int = 0) -> AcquireReply:
         # Taken now: releases during the call are counted with the next one.
-        accepted, self._pending_accepted = self._pending_accepted, 0
+        accepted = self._take_accepted()
         before = self._clock.monotonic()
         try:
             reply = await self._scripts.acquire(
@@ -455,36 +534,67 @@ class RedisLimiter:
                 self._params,
                 want=want,
                 horizon=self._horizon,
-                accepted=accepted,
+                worker=self._worker,
+                high=high,
+                accepted=accepted[0],
+                acked=accepted[1],
                 rtt=self._rtt,
             )
         except BaseException:
-            self._pending_accepted += accepted
+            self._give_back_accepted(accepted)
             raise
         after = self._clock.monotonic()
-        self._offset = reply.now - (before + after) / 2
+        self._measure_offset(reply.now, before, after)
+        self._registered = reply.registered
         self._rate = reply.rate
         self._estimate = reply.estimate
         self._on_redis_back()
         return reply
 
+    def _measure_offset(self, redis_now: float, before: float, after: float) -> None:
+        """Keep the clock offset of the call with the shortest round trip.
+
+        A call that waited (a busy loop, a busy Redis) knows the offset only
+        to within half its round trip: slots converted with it would bunch
+        up against other workers' slots.
+        """
+        rtt = after - before
+        aged = self._offset_rtt + _OFFSET_AGING * (after - self._offset_at)
+        if self._offset is None or rtt <= aged:
+            self._offset = redis_now - (before + after) / 2
+            self._offset_rtt = rtt
+            self._offset_at = after
+
     async def _dispatch(self) -> None:
         queue = self._queue
         clock = self._clock
         try:
-            while queue.peek() is not None:
+            while True:
+                if queue.peek() is None:
+                    if not self._registered:
+                        return
+                    # Nobody waits any more: no high-priority caller here to
+                    # hold the other workers back for.
+                    want = high = 0
+                else:
+                    want = min(queue.live(), _MAX_BATCH)
+                    high = min(queue.live_high(), want)
                 if self._reports:
                     # 429s of this worker reach Redis before it sends more.
                     await asyncio.wait(list(self._reports))
                 try:
-                    reply = await self._call_acquire(min(queue.live(), _MAX_BATCH))
+                    reply = await self._call_acquire(want, high)
                 except REDIS_ERRORS as error:
                     self._on_redis_down(error)
                     return
+                if not want:
+                    continue
                 if not reply.slots:
                     wait = max(reply.retry_in, _MIN_RETRY)
                     queue.expire(clock.monotonic() + wait, _late)
-                    await self._sleep(wait)
+                    # A high-priority caller arriving meanwhile is registered
+                    # at once, unless this worker's already are.
+                    await self._sleep(wait, wakeable=not reply.registered)
                     continue
                 offset = self._offset or 0.0
                 for slot in reply.slots:
@@ -503,11 +613,30 @@ class RedisLimiter:
             failure = error
             queue.fail_all(lambda: failure)
 
-    async def _sleep(self, seconds: float) -> None:
-        """The dispatcher's wait, known to callers arriving meanwhile."""
+    async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
+        """The dispatcher's wait, known to callers arriving meanwhile.
+
+        *wakeable*: a high-priority caller arriving cuts it short.
+        """
         self._sleeping_until = self._clock.monotonic() + seconds
         try:
-            await self._clock.sleep(seconds)
+            if not wakeable:
+                await self._clock.sleep(seconds)
+                return
+            if self._wake is None:
+                self._wake = asyncio.Event()
+            wake = self._wake
+            wake.clear()
+            sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+            waker = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait(
+                    (sleeper, waker), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+                wake.clear()
         finally:
             self._sleeping_until = 0.0
 
@@ -556,19 +685,19 @@ class RedisLimiter:
             self._down_since = None
 
     def _spawn_report(self, feedback: Feedback, reserved_at: float | None) -> None:
-        accepted, self._pending_accepted = self._pending_accepted, 0
+        accepted = self._take_accepted()
         try:
             task = asyncio.get_running_loop().create_task(
                 self._report(feedback, reserved_at, accepted)
             )
         except RuntimeError:  # pragma: no cover - release outside an event loop
-            self._pending_accepted += accepted
+            self._give_back_accepted(accepted)
             return
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
 
     async def _report(
-        self, feedback: Feedback, reserved_at: float | None, accepted: int
+        self, feedback: Feedback, reserved_at: float | None, accepted: _Accepted
     ) -> None:
         offset = self._offset
         if offset is None:  # pragma: no cover - a report follows an acquire
@@ -582,11 +711,13 @@ class RedisLimiter:
                 retry_after=feedback.retry_after,
                 max_pause=self._limit.max_pause,
                 reserved_at=reserved_at,
-                accepted=accepted,
+                reset=feedback.headers.reset if feedback.headers else None,
+                accepted=accepted[0],
+                acked=accepted[1],
                 rtt=self._rtt,
             )
         except REDIS_ERRORS as error:
-            self._pending_accepted += accepted
+            self._give_back_accepted(accepted)
             logger.debug("could not report a 429 to Redis: %s", error)
             return
         except Exception:

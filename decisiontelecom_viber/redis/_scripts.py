@@ -31,8 +31,9 @@ __all__ = [
 
 # -- the rate limiter ----------------------------------------------------------
 
-# Shared by both limiter scripts: read the clock and the arguments, load the
-# state (initialising it when absent or configured differently), and save it.
+# Shared by the limiter scripts: read the clock and the arguments, load the
+# state (initialising it when absent or configured differently), and the
+# helpers that change and save it.
 _LIMITER_PRELUDE = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -46,29 +47,63 @@ local adaptive = ARGV[4] == '1'
 local initial_rate = tonumber(ARGV[5])
 local headroom = tonumber(ARGV[6])
 local ttl_ms = tonumber(ARGV[7])
-local accepted_delta = tonumber(ARGV[8])
+-- Accepted answers: '<count>' of unknown time; or '<count>;<times>;<sent>'
+-- with the times the others came (comma-separated) and the latest time one
+-- of them was sent ('' if none).
+local accepted_parts = {}
+for part in string.gmatch(ARGV[8] .. ';', '([^;]*);') do
+  accepted_parts[#accepted_parts + 1] = part
+end
+local accepted_delta = tonumber(accepted_parts[1])
+local accepted_times = {}
+for t in string.gmatch(accepted_parts[2] or '', '[^,]+') do
+  accepted_times[#accepted_times + 1] = tonumber(t)
+end
+local acked = tonumber(accepted_parts[3] or '')
 local rtt = tonumber(ARGV[9])
 local config = ARGV[2] .. '/' .. ARGV[3] .. '/' .. ARGV[4] .. '/' .. ARGV[5]
   .. '/' .. ARGV[6]
 
 local MAX_RATE = 1000000
 local MIN_RATE = 0.01
+-- Shortest time between two "bucket empty" moments used to measure the
+-- server's rate: shorter baselines are too noisy.
+local MIN_SAMPLE = 0.15
+-- A configured rate is the account's limit, a ceiling: paced `headroom`
+-- below it when adaptive, exactly at it when fixed.
 local cap = MAX_RATE
-if cfg_rate then cap = cfg_rate * (1 - headroom) end
+if cfg_rate then
+  if adaptive then cap = cfg_rate * (1 - headroom) else cap = cfg_rate end
+end
 
 local function fmt(x) return string.format('%.17g', x) end
 
+-- ramping: 1 while the limit is unknown and the rate doubles (slow start);
+-- 2 after the first 429 of slow start, holding the rate until a measurement;
+-- 0 once measured (or configured).
+-- acked: the latest send time of a request known to be accepted.
 local NAMES = {'rate', 'estimate', 'tat', 'paused_until', 'changed_at',
   'last_change', 'last_refusal', 'last_wait', 'ramping', 'empty_at',
-  'accepted', 'pauses', 'refusals', 'last_slot'}
-local raw = redis.call('HMGET', key, 'config', unpack(NAMES))
+  'accepted', 'pauses', 'refusals', 'last_slot', 'acked'}
+local raw = redis.call('HGETALL', key)
+local fields = {}
+for i = 1, #raw, 2 do fields[raw[i]] = raw[i + 1] end
 local s = {}
-for i, name in ipairs(NAMES) do
-  local value = raw[i + 1]
-  if value then s[name] = tonumber(value) end
+for _, name in ipairs(NAMES) do
+  if fields[name] then s[name] = tonumber(fields[name]) end
 end
-if raw[1] ~= config or not s.rate then
+-- Workers with high-priority callers that got no slot yet: 'hi:' .. worker
+-- = the Redis time their registration lapses (unless renewed).
+local high = {}
+for name, value in pairs(fields) do
+  if string.sub(name, 1, 3) == 'hi:' then
+    high[string.sub(name, 4)] = tonumber(value)
+  end
+end
+if fields.config ~= config or not s.rate then
   -- First use, or a new configuration: start afresh.
+  redis.call('DEL', key)
+  high = {}
   s = {tat = 0, paused_until = 0, changed_at = now, last_change = now,
     last_refusal = now, last_wait = 0, accepted = 0, pauses = 0, refusals = 0,
     last_slot = 0}
@@ -81,18 +116,52 @@ if raw[1] ~= config or not s.rate then
     s.ramping = 1
   end
 end
-s.accepted = s.accepted + accepted_delta
+-- Counted towards the measurement: answers that came since the server's
+-- bucket was last seen empty (those that came before spent tokens made
+-- before).
+local function count_since(moment)
+  local n = 0
+  for _, t in ipairs(accepted_times) do
+    if not moment or t >= moment then n = n + 1 end
+  end
+  return n
+end
+s.accepted = s.accepted + accepted_delta + count_since(s.empty_at)
+if acked and acked > (s.acked or 0) then s.acked = acked end
+
+-- Whether requests sent for *span* seconds from *since* on were accepted: the
+-- answers tell the effect of what was decided at *since* (however late
+-- they come, say from a slow server).
+local function tested(since, span)
+  return s.acked ~= nil and s.acked >= since + span
+end
+
+-- A new rate keeps the bucket as full as it was: the backlog of the GCRA
+-- (tat beyond now, or beyond the pause) is the same number of tokens at the
+-- new rate, so a change never grants a new burst.
+local function set_rate(new_rate)
+  new_rate = math.max(math.min(new_rate, cap), MIN_RATE)
+  local start = math.max(now, s.paused_until)
+  if s.tat > start then
+    s.tat = start + (s.tat - start) * s.rate / new_rate
+  end
+  s.rate = new_rate
+  s.last_change = now
+end
 
 local function save()
-  local fields = {'config', config}
+  local values = {'config', config}
+  local gone = {}
   for _, name in ipairs(NAMES) do
     if s[name] then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = fmt(s[name])
+      values[#values + 1] = name
+      values[#values + 1] = fmt(s[name])
+    else
+      gone[#gone + 1] = name
     end
   end
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(fields))
+  redis.call('HSET', key, unpack(values))
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   redis.call('PEXPIRE', key, ttl_ms)
 end
 
@@ -103,35 +172,63 @@ end
 """
 
 # Reserve up to ARGV[10] send slots no further than ARGV[11] seconds ahead
-# (GCRA: ``tat`` is the theoretical arrival time of the next request).
-# While callers wait, an adaptive rate grows: doubling while the limit is
-# unknown (slow start), climbing back to the measured limit, then probing
-# above it after a quiet spell. Replies {now, retry_in, rate, estimate,
-# paused_until, slot...}; no slot means "ask again in retry_in seconds".
+# (GCRA: ``tat`` is the theoretical arrival time of the next request) for
+# worker ARGV[12], ARGV[13] of whose callers are high-priority. While any
+# other worker has high-priority callers waiting for a slot, only this
+# worker's high-priority callers get slots; a worker whose high-priority
+# callers get none registers them (until it asks again, or a grace period
+# after: a stopped worker's registration lapses). While callers wait, an
+# adaptive rate grows: doubling while the limit is unknown (slow start),
+# climbing back to the measured limit, then probing above it after a quiet
+# spell. Replies {now, retry_in, rate, estimate, paused_until, registered,
+# high elsewhere, slot...}; no slot means "ask again in retry_in seconds".
 ACQUIRE_LUA = (
     _LIMITER_PRELUDE
     + """
 local want = tonumber(ARGV[10])
 local horizon = tonumber(ARGV[11])
+local worker = ARGV[12]
+local want_high = math.min(tonumber(ARGV[13]), want)
+-- A stopped worker's registration lapses after this long.
+local HIGH_GRACE = 0.5
+-- After the first 429 of slow start, the rate is held this long without a
+-- 429 (the measurement would have come) before slow start resumes.
+local HOLD = 2 * MIN_SAMPLE
+-- Slow start doubles the rate every RAMP_STEP while callers wait: slower
+-- than one process alone could, since 429s reach every worker later than
+-- they reach one. Resumed after a hold, it grows by a quarter a step: the
+-- limit is near.
+local RAMP_STEP = 0.1
+
+local high_elsewhere = 0
+for id, expiry in pairs(high) do
+  if expiry <= now then
+    redis.call('HDEL', key, 'hi:' .. id)
+  elseif id ~= worker then
+    high_elsewhere = high_elsewhere + 1
+  end
+end
+local allowed = want
+if high_elsewhere > 0 then allowed = want_high end
 
 if want > 0 and adaptive then
   local feedback_time = 2 * rtt
   local step = math.max(0.1, feedback_time)
-  local since = now - s.last_change
-  -- Only while callers wait on the limiter: otherwise a higher rate is untested.
+  -- Only while callers wait on the limiter (otherwise a higher rate is
+  -- untested), and once the answers tell the last change's effect.
   if now - s.last_wait <= step then
+    if s.ramping == 2 and tested(s.last_refusal, HOLD) then
+      s.ramping = 1  -- no 429 at the held rate: below the limit
+    end
     if s.ramping == 1 then
-      if since >= math.max(0.05, feedback_time) then
-        s.rate = math.min(s.rate * 2, cap)
-        s.last_change = now
+      if tested(s.last_change, math.max(RAMP_STEP, feedback_time)) then
+        if s.empty_at then set_rate(s.rate * 1.25) else set_rate(s.rate * 2) end
       end
-    elseif since >= step then
+    elseif s.ramping == 0 and tested(s.last_change, step) then
       if s.estimate and s.rate < s.estimate * (1 - headroom) then
-        s.rate = math.min(s.rate * 1.05, s.estimate * (1 - headroom), cap)
-        s.last_change = now
+        set_rate(math.min(s.rate * 1.05, s.estimate * (1 - headroom)))
       elseif now - s.last_refusal >= 1.5 and s.rate < cap then
-        s.rate = math.min(s.rate * 1.05, cap)
-        s.last_change = now
+        set_rate(s.rate * 1.05)
       end
     end
   end
@@ -141,31 +238,56 @@ local interval = 1 / s.rate
 local tolerance = (burst - 1) * interval
 local start = math.max(now, s.paused_until)
 local reply = {}
-local retry_in = 0
-for i = 1, want do
+for i = 1, allowed do
   local slot = math.max(start, s.tat - tolerance)
   if slot > now then s.last_wait = now end
-  if slot - now > horizon then
-    if i == 1 then retry_in = slot - now - horizon end
-    break
-  end
+  if slot - now > horizon then break end
   s.tat = math.max(s.tat, slot) + interval
   s.last_slot = math.max(s.last_slot, slot)
   reply[#reply + 1] = fmt(slot)
 end
+local retry_in = 0
+if #reply == 0 and want > 0 then
+  local slot = math.max(start, s.tat - tolerance)
+  retry_in = math.max(0, slot - now - horizon)
+  if allowed == 0 then
+    -- Held back for another worker's high-priority callers: ask again just
+    -- after they can have their slots.
+    s.last_wait = now
+    retry_in = retry_in + horizon / 4
+  end
+end
+local registered = '0'
+if want_high > #reply then
+  redis.call('HSET', key, 'hi:' .. worker, fmt(now + retry_in + HIGH_GRACE))
+  registered = '1'
+elseif high[worker] then
+  redis.call('HDEL', key, 'hi:' .. worker)
+end
 save()
 local head = {fmt(now), fmt(retry_in), fmt(s.rate), opt(s.estimate),
-  fmt(s.paused_until)}
+  fmt(s.paused_until), registered, tostring(high_elsewhere)}
 for _, slot in ipairs(reply) do head[#head + 1] = slot end
 return head
 """
 )
 
+# Count accepted answers (ARGV[8]) and nothing else.
+FLUSH_LUA = (
+    _LIMITER_PRELUDE
+    + """
+save()
+return fmt(now)
+"""
+)
+
 # A 429: pause every sender, measure the server's rate, decrease the shared
-# rate. ARGV[10..14]: sent_at, received_at (Redis time), retry_after ('' if
+# rate. ARGV[10..15]: sent_at, received_at (Redis time), retry_after ('' if
 # the server did not say), max_pause, reserved_at (when its slot was
-# reserved). Feedback about a request whose slot was reserved before the
-# last decrease is stale (it was decided at the old rate) and only counted.
+# reserved), reset (X-Rate-Limit-Reset, '' if absent). Feedback about a
+# request whose slot was reserved before the last decrease is stale (it was
+# decided at the old rate): it neither pauses nor decreases again, but it
+# still says the server's bucket was empty, which measures its rate.
 # Replies {now, rate, estimate, paused_until, stale}.
 REPORT_LUA = (
     _LIMITER_PRELUDE
@@ -175,56 +297,64 @@ local received_at = tonumber(ARGV[11])
 local retry_after = tonumber(ARGV[12])
 local max_pause = tonumber(ARGV[13])
 local reserved_at = tonumber(ARGV[14])
+local reset = tonumber(ARGV[15])
 
 s.refusals = s.refusals + 1
 local stale = reserved_at <= s.changed_at
+-- Every token the server made since its bucket was last seen empty went to
+-- an accepted request: a lower bound of its rate (exact when the bucket
+-- stayed empty in between). Moments are when answers came, the refusal's
+-- and the accepted ones' (reports and counts reach Redis in any order).
+local sampled = false
+if not s.empty_at then
+  s.empty_at = received_at
+  s.accepted = count_since(received_at)
+elseif received_at - s.empty_at >= MIN_SAMPLE then
+  local sample = (s.accepted - count_since(received_at))
+    / (received_at - s.empty_at)
+  s.empty_at = received_at
+  s.accepted = count_since(received_at)
+  if sample > (s.estimate or 0) then s.estimate = sample end
+  sampled = true
+end
+
+if adaptive and (not stale or (sampled and s.ramping ~= 0)) then
+  local rate, estimate = s.rate, s.estimate
+  local target = nil
+  if estimate then target = estimate * (1 - headroom) end
+  local new_rate
+  if s.ramping ~= 0 and not target then
+    -- Not measured yet: halve the rate at the first 429 of slow start, a
+    -- quarter less at the next ones (the limit is near), and hold it, so
+    -- that the next 429s measure the server's rate.
+    if s.ramping == 1 then new_rate = rate / 2 else new_rate = rate * 0.75 end
+    s.ramping = 2
+  elseif s.ramping ~= 0 then
+    s.ramping = 0
+    new_rate = target
+  elseif not target then
+    new_rate = rate * 0.7
+  elseif rate > target then
+    new_rate = target
+  else
+    -- Refused at or below the measured limit: the limit fell. Believe it.
+    s.estimate = estimate * 0.97
+    new_rate = s.estimate * (1 - headroom)
+  end
+  set_rate(new_rate)
+  s.changed_at = now
+  s.last_refusal = now
+end
+
 if not stale then
-  -- Every token the server made since its bucket was last seen empty went
-  -- to an accepted request: a lower bound of its rate.
-  local moment = (sent_at + received_at) / 2
-  if not s.empty_at then
-    s.empty_at = moment
-    s.accepted = 0
-  elseif moment - s.empty_at >= 0.15 then
-    local sample = s.accepted / (moment - s.empty_at)
-    s.empty_at = moment
-    s.accepted = 0
-    if sample > (s.estimate or 0) then s.estimate = sample end
-  end
-
-  if adaptive then
-    local rate, estimate = s.rate, s.estimate
-    local target = nil
-    if estimate then target = estimate * (1 - headroom) end
-    local new_rate
-    if s.ramping == 1 and not target then
-      -- Not measured yet (the first 429, or too soon after it): halve and
-      -- keep ramping. Halving from above the limit keeps the server's
-      -- bucket empty, so that the next 429 measures its rate.
-      new_rate = rate / 2
-    elseif s.ramping == 1 then
-      s.ramping = 0
-      new_rate = target
-    elseif not target then
-      new_rate = rate * 0.7
-    elseif rate > target then
-      new_rate = target
-    else
-      -- Refused at or below the measured limit: the limit fell. Believe it.
-      s.estimate = estimate * 0.97
-      new_rate = s.estimate * (1 - headroom)
-    end
-    s.rate = math.max(math.min(new_rate, cap), MIN_RATE)
-    s.changed_at = now
-    s.last_change = now
-    s.last_refusal = now
-  end
-
-  -- The server's bucket is empty: wait as long as it says, else one
-  -- interval at the new rate after the slots already granted at the old
-  -- one (they will spend the tokens it makes meanwhile).
-  local resume = math.max(now + (retry_after or 0), s.last_slot + 1 / s.rate)
-  local paused_until = math.min(resume, now + max_pause)
+  -- The server's bucket is empty: wait as long as it says (Retry-After),
+  -- else one interval at the new rate after the slots already granted
+  -- (they will spend the tokens it makes meanwhile); X-Rate-Limit-Reset is
+  -- only an upper bound of that wait.
+  local pause = math.max(now, s.last_slot) + 1 / s.rate - now
+  if reset then pause = math.min(pause, reset + 1) end
+  if retry_after then pause = math.max(pause, retry_after) end
+  local paused_until = now + math.min(pause, max_pause)
   if paused_until > s.paused_until then
     s.paused_until = paused_until
     s.pauses = s.pauses + 1
@@ -255,8 +385,25 @@ class LimiterParams:
     headroom: float
     state_ttl: float
 
-    def args(self, now: float | None, accepted: int, rtt: float) -> list[Any]:
-        """ARGV[1..9], shared by both scripts."""
+    def args(
+        self,
+        now: float | None,
+        accepted: int | Sequence[float],
+        rtt: float,
+        acked: float | None = None,
+    ) -> list[Any]:
+        """ARGV[1..9], shared by the scripts.
+
+        *accepted*: answers that were not 429s since the last call, as a
+        count, or as the times they came (Redis time); *acked*: the latest
+        time one of them was sent.
+        """
+        if isinstance(accepted, int):
+            counted = f"{accepted};;"
+        else:
+            counted = "0;" + ",".join(f"{t:.6f}" for t in accepted) + ";"
+        if acked is not None:
+            counted += f"{acked:.6f}"
         return [
             "" if now is None else repr(now),
             "" if self.rate is None else repr(float(self.rate)),
@@ -265,14 +412,21 @@ class LimiterParams:
             repr(float(self.initial_rate)),
             repr(float(self.headroom)),
             str(max(1, round(self.state_ttl * 1000))),
-            str(accepted),
+            counted,
             repr(float(rtt)),
         ]
 
 
 @attrs.frozen
 class AcquireReply:
-    """What the acquire script answered (times are Redis unix times)."""
+    """What the acquire script answered (times are Redis unix times).
+
+    Attributes:
+        registered: Whether this worker's high-priority callers are
+            registered as waiting (some got no slot).
+        high_elsewhere: Other workers with high-priority callers waiting:
+            while there are any, only high-priority callers get slots.
+    """
 
     now: float
     retry_in: float
@@ -280,6 +434,8 @@ class AcquireReply:
     estimate: float | None
     paused_until: float
     slots: tuple[float, ...]
+    registered: bool = False
+    high_elsewhere: int = 0
 
 
 @attrs.frozen
@@ -305,14 +461,19 @@ def _optional(value: object) -> float | None:
     return float(text) if text else None
 
 
+def _optional_arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
 class LimiterScripts:
     """The limiter's scripts, registered on one Redis client."""
 
-    __slots__ = ("_acquire", "_report")
+    __slots__ = ("_acquire", "_flush", "_report")
 
     def __init__(self, redis: Redis) -> None:
         self._acquire = redis.register_script(ACQUIRE_LUA)
         self._report = redis.register_script(REPORT_LUA)
+        self._flush = redis.register_script(FLUSH_LUA)
 
     async def acquire(
         self,
@@ -321,12 +482,25 @@ class LimiterScripts:
         *,
         want: int,
         horizon: float,
-        accepted: int = 0,
+        worker: str = "",
+        high: int = 0,
+        accepted: int | Sequence[float] = 0,
+        acked: float | None = None,
         rtt: float = 0.0,
         now: float | None = None,
     ) -> AcquireReply:
-        """Reserve up to *want* slots at most *horizon* seconds ahead."""
-        args = [*params.args(now, accepted, rtt), str(want), repr(float(horizon))]
+        """Reserve up to *want* slots at most *horizon* seconds ahead.
+
+        *worker* names the calling worker, *high* of whose *want* callers
+        are high-priority (they take the first slots).
+        """
+        args = [
+            *params.args(now, accepted, rtt, acked),
+            str(want),
+            repr(float(horizon)),
+            worker,
+            str(high),
+        ]
         reply: Sequence[object] = await self._acquire(keys=[key], args=args)
         return AcquireReply(
             float(decode(reply[0])),
@@ -334,8 +508,23 @@ class LimiterScripts:
             float(decode(reply[2])),
             _optional(reply[3]),
             float(decode(reply[4])),
-            tuple(float(decode(slot)) for slot in reply[5:]),
+            tuple(float(decode(slot)) for slot in reply[7:]),
+            registered=decode(reply[5]) == "1",
+            high_elsewhere=int(decode(reply[6])),
         )
+
+    async def flush(
+        self,
+        key: str,
+        params: LimiterParams,
+        *,
+        accepted: int | Sequence[float],
+        acked: float | None = None,
+        rtt: float = 0.0,
+        now: float | None = None,
+    ) -> None:
+        """Count accepted answers (see `LimiterParams.args`)."""
+        await self._flush(keys=[key], args=params.args(now, accepted, rtt, acked))
 
     async def report(
         self,
@@ -347,22 +536,26 @@ class LimiterScripts:
         retry_after: float | None,
         max_pause: float,
         reserved_at: float | None = None,
-        accepted: int = 0,
+        reset: float | None = None,
+        accepted: int | Sequence[float] = 0,
+        acked: float | None = None,
         rtt: float = 0.0,
         now: float | None = None,
     ) -> ReportReply:
         """Report a 429 for a request sent and answered at these Redis times.
 
         *reserved_at* is when the request's slot was reserved (defaults to
-        *sent_at*): it tells whether the 429 is news or stale.
+        *sent_at*): it tells whether the 429 is news or stale. *reset* is
+        the answer's ``X-Rate-Limit-Reset``, if it had one.
         """
         args = [
-            *params.args(now, accepted, rtt),
+            *params.args(now, accepted, rtt, acked),
             repr(float(sent_at)),
             repr(float(received_at)),
-            "" if retry_after is None else repr(float(retry_after)),
+            _optional_arg(retry_after),
             repr(float(max_pause)),
             repr(float(sent_at if reserved_at is None else reserved_at)),
+            _optional_arg(reset),
         ]
         reply: Sequence[object] = await self._report(keys=[key], args=args)
         return ReportReply(

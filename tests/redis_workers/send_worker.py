@@ -5,17 +5,21 @@ Sends the messages ``job-{first}`` ... ``job-{last - 1}`` through one
 dedupe key through `SendOnceGuard.send_messages`, and writes one JSON line
 per result on stdout (flushed at once, so a parent can kill it mid-run):
 
-    {"key": ..., "outcome": ..., "message_id": ..., "replayed": ..., "error": ...}
+    {"key": ..., "outcome": ..., "message_id": ..., "replayed": ..., "error": ...,
+     "at": ...}
 
-then a last line ``{"done": true, "first_send": ..., "last_answer": ...}``
-(unix times). With ``--barrier N`` the worker waits, before its first send,
-until N workers are ready (counted in Redis), so that they all start together.
+(``at``: the unix time the result came) then a last line ``{"done": true,
+"first_send": ..., "last_answer": ..., "refusals": [...]}`` (unix times;
+``refusals``: when each request that drew a 429 was let go). With
+``--barrier N`` the worker waits, before its first send, until N workers are
+ready (counted in Redis), so that they all start together.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -23,7 +27,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from decisiontelecom_viber import AsyncViberClient, RateLimit, RetryPolicy, ViberMessage
+from decisiontelecom_viber import (
+    AsyncViberClient,
+    Feedback,
+    RateLimit,
+    RetryPolicy,
+    ViberError,
+    ViberMessage,
+)
+from decisiontelecom_viber._limits import Priority
 from decisiontelecom_viber.redis import RedisLimiter, SendOnceGuard
 
 
@@ -47,6 +59,45 @@ async def wait_for_barrier(redis: Redis, name: str, count: int) -> None:
         raise TimeoutError("the other workers did not get ready")
 
 
+class _TracedPermit:
+    """A permit of `TracedLimiter`: notes the 429s it is released with."""
+
+    def __init__(self, permit: Any, refusals: list[float]) -> None:
+        self._permit = permit
+        self._refusals = refusals
+        self.waited = permit.waited
+
+    def release(self, feedback: Feedback) -> None:
+        if feedback.rate_limited:
+            self._refusals.append(time.time() - time.monotonic() + feedback.sent_at)
+        self._permit.release(feedback)
+
+
+class TracedLimiter:
+    """A `RedisLimiter` that notes when each request that drew a 429 was sent."""
+
+    def __init__(self, limiter: RedisLimiter) -> None:
+        self.limiter = limiter
+        self.refusals: list[float] = []
+
+    async def acquire(
+        self, deadline: float | None = None, priority: Priority = "normal"
+    ) -> _TracedPermit:
+        permit = await self.limiter.acquire(deadline, priority)
+        return _TracedPermit(permit, self.refusals)
+
+    def bind(self, clock: Any) -> None:
+        self.limiter.bind(clock)
+
+    @property
+    def current_rate(self) -> float | None:
+        return self.limiter.current_rate
+
+    @property
+    def estimated_limit(self) -> float | None:
+        return self.limiter.estimated_limit
+
+
 async def run(args: argparse.Namespace) -> None:
     redis = Redis.from_url(args.redis_url)
     limiter = RedisLimiter(
@@ -54,15 +105,21 @@ async def run(args: argparse.Namespace) -> None:
         RateLimit(rate=args.rate, burst=args.burst),
         key=args.limiter_key,
     )
+    traced = TracedLimiter(limiter)
     guard = SendOnceGuard(redis, namespace=args.namespace, lease=args.lease)
     client = AsyncViberClient(
         args.access_key,
         base_url=args.base_url,
-        rate_limit=limiter,
+        rate_limit=traced,
         retry=RetryPolicy(attempts=10, timeout=60.0),
     )
     pairs = ((f"job-{i}", message_for(i)) for i in range(args.first, args.last))
     try:
+        # Warm up (a connection open, the code loaded, the limiter's scripts
+        # in Redis): a cold worker's first requests wait for that, then leave
+        # together, long after the limiter let them go.
+        with contextlib.suppress(ViberError):
+            await client.get_message_status(1)
         if args.barrier:
             await wait_for_barrier(redis, f"{args.namespace}:barrier", args.barrier)
         first_send = time.time()
@@ -79,9 +136,17 @@ async def run(args: argparse.Namespace) -> None:
                         "message_id": result.message_id,
                         "replayed": result.replayed,
                         "error": type(result.error).__name__ if result.error else None,
+                        "at": last_answer,
                     }
                 )
-        emit({"done": True, "first_send": first_send, "last_answer": last_answer})
+        emit(
+            {
+                "done": True,
+                "first_send": first_send,
+                "last_answer": last_answer,
+                "refusals": traced.refusals,
+            }
+        )
     finally:
         await client.aclose()
         await limiter.aclose()
