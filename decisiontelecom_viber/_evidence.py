@@ -69,10 +69,6 @@ class TickPhase:
     lower: float
     upper: float
 
-    def safe_at_or_after(self, when: float) -> float:
-        """The first safe send time (``upper + k``) at or after *when*."""
-        return self.upper + math.ceil(when - self.upper - 1e-9)
-
     def first_tick_after(self, when: float, *, empty: bool) -> float:
         """The safe time of the first tick certainly after *when*.
 

@@ -18,7 +18,6 @@ from ._errors import ConfigurationError
 
 
 __all__ = [
-    "PRIORITIES",
     "Feedback",
     "Limiter",
     "Permit",
@@ -34,7 +33,6 @@ __all__ = [
 #: Which lane a call waits in for the limiter: every ``"high"`` caller goes
 #: before any ``"normal"`` one. Single calls default to high, bulk ones to normal.
 Priority = Literal["high", "normal"]
-PRIORITIES: tuple[Priority, ...] = ("high", "normal")
 
 
 def check_priority(priority: object) -> Priority:

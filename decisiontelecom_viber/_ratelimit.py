@@ -163,10 +163,6 @@ class AdaptiveLimiter:
         # many requests it has accepted since.
         self._empty_at: float | None = None
         self._accepted_since_empty = 0
-        self._accepted_total = 0
-        # Header measurement: (time, remaining, accepted_total) when the
-        # server's bucket was last seen neither full nor empty.
-        self._header_point: tuple[float, int, int] | None = None
         self._estimate: float | None = None
         self._ramping = False
         self._last_change = self._clock.monotonic()
@@ -387,7 +383,6 @@ class AdaptiveLimiter:
         elif feedback.status is not None:
             # Any answer of the API (not a 429) used one of the server's tokens.
             self._accepted_since_empty += 1
-            self._accepted_total += 1
             if self._window is not None:
                 self._window += _WINDOW_GROWTH
                 if self._window >= _MAX_WINDOW:

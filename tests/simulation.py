@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 import httpx
 
-from decisiontelecom_viber.sandbox._buckets import make_bucket
+from decisiontelecom_viber.sandbox._buckets import answer_headers, make_bucket
 
 
 T = TypeVar("T")
@@ -112,21 +112,19 @@ class BucketServer:
                 self.window,
                 unix,
             )
-        ok, limit, remaining, reset = self.bucket.take(unix)
+        verdict = self.bucket.take(unix)
+        ok = verdict[0]
         if ok:
             self.accepted += 1
         else:
             self.refused += 1
-        extra: dict[str, str] = {}
-        if self.headers:
-            extra = {
-                "X-Rate-Limit-Limit": str(limit),
-                "X-Rate-Limit-Remaining": str(remaining),
-                "X-Rate-Limit-Reset": str(reset),
-            }
-        if not ok and self.retry_after:
-            wait = self.bucket.seconds_until_token(unix)
-            extra["Retry-After"] = str(max(1, math.ceil(wait)))
+        extra = answer_headers(
+            self.bucket,
+            verdict,
+            unix,
+            rate_limit_headers=bool(self.headers),
+            retry_after=self.retry_after,
+        )
         return ok, extra
 
     async def handle(self, request: httpx.Request) -> httpx.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +16,7 @@ from typing import Any
 
 from .._enums import MessageStatus, SmsStatus
 from ._admin import AdminMixin
-from ._buckets import make_bucket
+from ._buckets import answer_headers, make_bucket
 from ._config import SandboxConfig
 from ._faults import FAULT_STATUS, pick_fault, sample_latency
 from ._http import (
@@ -319,19 +318,15 @@ class Sandbox(AdminMixin):
                     now,
                 )
                 self._state.buckets[key] = bucket
-            allowed, limit, remaining, reset = bucket.take(now)
-            headers: dict[str, str] = {}
-            if config.rate_limit_headers:
-                headers = {
-                    "X-Rate-Limit-Limit": str(limit),
-                    "X-Rate-Limit-Remaining": str(remaining),
-                    "X-Rate-Limit-Reset": str(reset),
-                }
-            if not allowed and config.retry_after_header:
-                headers["Retry-After"] = str(
-                    max(1, math.ceil(bucket.seconds_until_token(now)))
-                )
-        return headers, allowed
+            verdict = bucket.take(now)
+            headers = answer_headers(
+                bucket,
+                verdict,
+                now,
+                rate_limit_headers=bool(config.rate_limit_headers),
+                retry_after=config.retry_after_header,
+            )
+        return headers, verdict[0]
 
     def _accept(self, key: str, payload: dict[str, Any]) -> AcceptedMessage | None:
         config = self._config

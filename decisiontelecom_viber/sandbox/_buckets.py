@@ -21,7 +21,15 @@ import math
 from typing import Literal, Protocol
 
 
-__all__ = ["DIALECTS", "Bucket", "Dialect", "TokenBucket", "Yii2Bucket", "make_bucket"]
+__all__ = [
+    "DIALECTS",
+    "Bucket",
+    "Dialect",
+    "TokenBucket",
+    "Yii2Bucket",
+    "answer_headers",
+    "make_bucket",
+]
 
 Dialect = Literal["yii2", "full-reset", "next-token"]
 DIALECTS: tuple[Dialect, ...] = ("yii2", "full-reset", "next-token")
@@ -131,3 +139,29 @@ def make_bucket(
     return TokenBucket(
         rate, burst, now, "next-token" if dialect == "next-token" else "full-reset"
     )
+
+
+def answer_headers(
+    bucket: Bucket,
+    verdict: Verdict,
+    now: float,
+    *,
+    rate_limit_headers: bool,
+    retry_after: bool,
+) -> dict[str, str]:
+    """The headers of an answer: ``X-Rate-Limit-*`` and, on a 429, ``Retry-After``.
+
+    Retry-After is whole seconds until a request would be allowed, at least 1.
+    """
+    allowed, limit, remaining, reset = verdict
+    headers: dict[str, str] = {}
+    if rate_limit_headers:
+        headers = {
+            "X-Rate-Limit-Limit": str(limit),
+            "X-Rate-Limit-Remaining": str(remaining),
+            "X-Rate-Limit-Reset": str(reset),
+        }
+    if not allowed and retry_after:
+        wait = bucket.seconds_until_token(now)
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return headers
