@@ -84,6 +84,13 @@ _INFORMED_MARGIN = 0.04
 _WINDOW_GROWTH = 0.5
 # Slow start stops limiting requests in flight past this window.
 _MAX_WINDOW = 512
+# Once paced, requests in flight stay within the bucket and what the pace
+# sends in two round trips and _STALL_SLACK: a server (or proxy) that stalls
+# takes everything queued at once when it resumes, and every request beyond
+# its bucket would be a 429.
+_STALL_SLACK = 0.02
+# Seconds' worth of tokens a burst leaves in the server's bucket (`_delay`).
+_JITTER = 0.02
 
 
 class _Permit:
@@ -241,7 +248,7 @@ class AdaptiveLimiter:
         if self._paused_until > now:
             return self._paused_until - now
         view = self._view
-        credit = view.credit(now, self._in_flight)
+        credit = self._credit(now)
         if credit is not None and credit >= 1:
             self._spare_at = now
             if self._discovering:
@@ -265,16 +272,34 @@ class AdaptiveLimiter:
             return float("inf")
         if rate is None:
             return 0.0
+        if self._rtt is not None:
+            bucket = max(self._burst, self._view.limit or 1)
+            cap = bucket + math.ceil(rate * (2 * self._rtt + _STALL_SLACK))
+            if self._in_flight >= cap:
+                return float("inf")
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
         # With Remaining known, the server's own count is the burst.
         burst = self._burst if credit is None or not self._discovering else 1
-        return max(tick, max(self._tat, now) - (burst - 1) * interval - now)
+        # A burst keeps _JITTER's worth of tokens: the server's bucket refills
+        # from when it handled the first request, a little after the limiter
+        # let it go, and requests arrive unevenly.
+        tolerance = max(0.0, (burst - 1) * interval - _JITTER)
+        return max(tick, max(self._tat, now) - tolerance - now)
+
+    def _credit(self, now: float) -> int | None:
+        credit = self._view.credit(now, self._in_flight)
+        if credit is None or self._view.quantized:
+            return credit
+        # The pace's next request needs the token the bucket is making:
+        # Remaining spent to the last token leaves it none, and a request
+        # that arrives a little early (the network jitters) gets a 429.
+        return credit - 1
 
     def _grant(self, now: float) -> bool:
         """Let one request go at *now*; whether on the server's Remaining."""
         view = self._view
-        credit = view.credit(now, self._in_flight)
+        credit = self._credit(now)
         if credit is not None and credit >= 1 and self._discovering:
             # On the server's tokens: no slot of the schedule used, none saved.
             self._tat = max(self._tat, now)
