@@ -35,6 +35,7 @@ import math
 from ._clock import Clock, SystemClock
 from ._errors import DeadlineExceededError
 from ._evidence import ServerView
+from ._inflight import Flight, InFlight
 from ._limits import (
     Feedback,
     Permit,
@@ -89,6 +90,9 @@ _MAX_WINDOW = 512
 # takes everything queued at once when it resumes, and every request beyond
 # its bucket would be a 429.
 _STALL_SLACK = 0.02
+# A request unanswered this long (plus 4 round trips) is hung, not held by a
+# stalled server: it no longer counts against that cap.
+_HUNG = 1.0
 # Seconds' worth of tokens a burst leaves in the server's bucket (`_delay`).
 _JITTER = 0.02
 
@@ -96,20 +100,16 @@ _JITTER = 0.02
 class _Permit:
     """The permit of `AdaptiveLimiter`: releasing it gives the slot back."""
 
-    __slots__ = ("_limiter", "_on_credit", "_released", "waited")
+    __slots__ = ("_flight", "_limiter", "waited")
 
-    def __init__(
-        self, limiter: AdaptiveLimiter, waited: float, on_credit: bool
-    ) -> None:
+    def __init__(self, limiter: AdaptiveLimiter, waited: float, flight: Flight) -> None:
         self._limiter = limiter
-        self._released = False
-        self._on_credit = on_credit
+        self._flight = flight
         self.waited = waited
 
     def release(self, feedback: Feedback) -> None:
-        if not self._released:
-            self._released = True
-            self._limiter._release(feedback, on_credit=self._on_credit)
+        if not self._flight.ended:
+            self._limiter._release(feedback, self._flight)
 
 
 def _late() -> DeadlineExceededError:
@@ -150,13 +150,13 @@ class AdaptiveLimiter:
         self._burst = config.burst
         self._tat = 0.0  # GCRA: theoretical arrival time of the next request
         self._paused_until = 0.0
-        self._in_flight = 0
+        self._flights = InFlight()
         # Slow start: a window on requests in flight while the limit is unknown.
         self._window: float | None = (
             config.initial_window if config.rate is None else None
         )
         # Waiters get (grant time, whether granted on the server's Remaining).
-        self._queue: WaitQueue[tuple[float, bool]] = WaitQueue()
+        self._queue: WaitQueue[Flight] = WaitQueue()
         self._dispatcher: asyncio.Task[None] | None = None
         # What the dispatcher waits for: a slot at this time, or a release.
         self._sleeping_until = 0.0
@@ -201,7 +201,7 @@ class AdaptiveLimiter:
     @property
     def in_flight(self) -> int:
         """Requests acquired and not yet released."""
-        return self._in_flight
+        return len(self._flights)
 
     # -- granting slots --------------------------------------------------------
 
@@ -230,18 +230,18 @@ class AdaptiveLimiter:
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch())
         try:
-            granted_at, on_credit = await future
+            flight = await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
                 # Granted just as the caller was cancelled: give the slot back.
-                self._in_flight -= 1
+                self._flights.end(future.result())
                 self._released.set()
             else:
                 self._forget(future)
             raise
         # The grant time, not the time this task resumed: feedback is judged
         # stale or fresh by when the limiter let the request go.
-        return _Permit(self, granted_at - now, on_credit)
+        return _Permit(self, flight.granted_at - now, flight)
 
     def _delay(self, now: float) -> float:
         """Seconds until the next caller may go (inf: wait for a release)."""
@@ -268,14 +268,14 @@ class AdaptiveLimiter:
             self._ramping = True
             self._last_change = now
             self._tat = max(self._tat, now + 1.0 / rate)  # (no token now)
-        if self._window is not None and self._in_flight >= self._window:
+        if self._window is not None and len(self._flights) >= self._window:
             return float("inf")
         if rate is None:
             return 0.0
         if self._rtt is not None:
             bucket = max(self._burst, self._view.limit or 1)
             cap = bucket + math.ceil(rate * (2 * self._rtt + _STALL_SLACK))
-            if self._in_flight >= cap:
+            if self._flights.recent(now, _HUNG + 4 * self._rtt) >= cap:
                 return float("inf")
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
@@ -288,7 +288,7 @@ class AdaptiveLimiter:
         return max(tick, max(self._tat, now) - tolerance - now)
 
     def _credit(self, now: float) -> int | None:
-        credit = self._view.credit(now, self._in_flight)
+        credit = self._view.credit(now, len(self._flights))
         if credit is None or self._view.quantized:
             return credit
         # The pace's next request needs the token the bucket is making:
@@ -296,16 +296,15 @@ class AdaptiveLimiter:
         # that arrives a little early (the network jitters) gets a 429.
         return credit - 1
 
-    def _grant(self, now: float) -> bool:
-        """Let one request go at *now*; whether on the server's Remaining."""
+    def _grant(self, now: float) -> Flight:
+        """Let one request go at *now*."""
         view = self._view
         credit = self._credit(now)
         if credit is not None and credit >= 1 and self._discovering:
             # On the server's tokens: no slot of the schedule used, none saved.
             self._tat = max(self._tat, now)
-            self._in_flight += 1
             view.granted_on_credit()
-            return True
+            return self._flights.start(now, on_credit=True)
         if view.quantized and (credit is None or credit < 1):
             view.granting_without_credit(now)
         if self._rate is not None:
@@ -315,8 +314,7 @@ class AdaptiveLimiter:
             # schedule, keep to it; after an idle spell, start afresh.
             start = self._tat if self._tat >= now - interval else now
             self._tat = start + interval
-        self._in_flight += 1
-        return False
+        return self._flights.start(now, on_credit=False)
 
     async def _dispatch(self) -> None:
         clock = self._clock
@@ -338,9 +336,9 @@ class AdaptiveLimiter:
                     finally:
                         self._sleeping_until = 0.0
             else:
-                on_credit = self._grant(now)
-                if not queue.grant((now, on_credit)):  # pragma: no cover - peeked
-                    self._in_flight -= 1
+                flight = self._grant(now)
+                if not queue.grant(flight):  # pragma: no cover - peeked
+                    self._flights.end(flight)
 
     async def _nap(self, delay: float) -> None:
         """Sleep *delay*, or less if an answer's headers bring tokens sooner."""
@@ -380,16 +378,16 @@ class AdaptiveLimiter:
             if self._release_waiter is me:
                 self._release_waiter = None
 
-    def _forget(self, future: asyncio.Future[tuple[float, bool]]) -> None:
+    def _forget(self, future: asyncio.Future[Flight]) -> None:
         self._queue.discard(future)
         if not self._queue and self._dispatcher is not None:
             self._dispatcher.cancel()
             self._dispatcher = None
 
-    def _release(self, feedback: Feedback, *, on_credit: bool = False) -> None:
+    def _release(self, feedback: Feedback, flight: Flight) -> None:
         """Account for an answer, and adapt to it (through the permit)."""
-        self._in_flight -= 1
-        if on_credit and feedback.rate_limited:
+        self._flights.end(flight)
+        if flight.on_credit and feedback.rate_limited:
             # Refused although Remaining promised the token.
             self._view.credit_refused()
         self._released.set()

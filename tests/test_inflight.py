@@ -1,0 +1,117 @@
+"""Requests in flight: the bookkeeping, and the cap a paced limiter keeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from decisiontelecom_viber import (
+    AdaptiveLimiter,
+    Feedback,
+    Permit,
+    RateLimit,
+)
+from decisiontelecom_viber._inflight import InFlight
+
+from .helpers import FakeClock
+
+
+class TestInFlight:
+    def test_counts_what_started_and_did_not_end(self) -> None:
+        flights = InFlight()
+        first = flights.start(0.0, on_credit=False)
+        flights.start(0.1, on_credit=True)
+
+        assert 2 == len(flights)
+        flights.end(first)
+        flights.end(first)  # (twice: once counted)
+        assert 1 == len(flights)
+
+    def test_recent_leaves_out_the_hung(self) -> None:
+        """Older than the horizon: still in flight, no longer recent."""
+        flights = InFlight()
+        old = flights.start(0.0, on_credit=False)
+        flights.start(0.9, on_credit=False)
+
+        assert 2 == flights.recent(0.95, horizon=1.0)
+        assert 1 == flights.recent(1.5, horizon=1.0)
+        assert 2 == len(flights)
+        # Its answer comes at last: it is no longer counted anywhere.
+        flights.end(old)
+        assert (1, 1) == (len(flights), flights.recent(1.5, horizon=1.0))
+
+    def test_ended_in_the_middle(self) -> None:
+        flights = InFlight()
+        first = flights.start(0.0, on_credit=False)
+        second = flights.start(0.1, on_credit=False)
+        flights.start(0.2, on_credit=False)
+        flights.end(second)
+
+        assert 2 == flights.recent(0.5, horizon=1.0)
+        flights.end(first)
+        assert 1 == flights.recent(0.5, horizon=1.0)
+
+
+async def acquire_all(
+    limiter: AdaptiveLimiter, clock: FakeClock, held: list[Permit]
+) -> None:
+    """Acquire (and keep) until the limiter waits for an answer.
+
+    (Pacing waits pass at once on the fake clock; waiting for an answer is
+    the one wait that takes real time.)
+    """
+    with pytest.raises(asyncio.TimeoutError):
+        while True:
+            held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
+
+
+class TestStalledServer:
+    """Once paced, requests in flight stay within the bucket + 2 RTT + 20 ms."""
+
+    @pytest.fixture
+    async def limiter(self, clock: FakeClock) -> AdaptiveLimiter:
+        limiter = AdaptiveLimiter(RateLimit(rate=100, burst=10, adaptive=False), clock)
+        # One answer: a round trip of 12 ms.
+        permit = await limiter.acquire()
+        permit.release(Feedback(clock.now, clock.now + 0.012, 200))
+        return limiter
+
+    async def test_no_answer_stops_the_pace(
+        self, limiter: AdaptiveLimiter, clock: FakeClock
+    ) -> None:
+        """A server that stops answering gets the cap, then nothing more.
+
+        10 (the bucket) + ceil(100/s x (2 x 12 ms + 20 ms)) = 15.
+        """
+        held: list[Permit] = []
+
+        await acquire_all(limiter, clock, held)
+
+        assert 15 == len(held) == limiter.in_flight
+        # One answer, one more request.
+        held[0].release(Feedback(clock.now, clock.now + 0.012, 200))
+        held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
+        assert 15 == limiter.in_flight
+
+    async def test_hung_requests_stop_counting(
+        self, limiter: AdaptiveLimiter, clock: FakeClock
+    ) -> None:
+        """Unanswered for a second (+ 4 RTT): hung, not held by a stall."""
+        held: list[Permit] = []
+        await acquire_all(limiter, clock, held)
+
+        clock.now += 1.0 + 4 * 0.012 + 0.001
+
+        held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
+        assert 16 == limiter.in_flight
+
+    async def test_unknown_rate_no_cap(self, clock: FakeClock) -> None:
+        """Before any rate is known only slow start limits what is in flight."""
+        limiter = AdaptiveLimiter(RateLimit(initial_window=64), clock)
+        permit = await limiter.acquire()
+        permit.release(Feedback(clock.now, clock.now + 0.012, 200))
+
+        held = [await limiter.acquire() for _ in range(40)]
+
+        assert 40 == len(held) == limiter.in_flight
