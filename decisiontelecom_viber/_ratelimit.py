@@ -2,39 +2,24 @@
 
 Every attempt first ``acquire``s a `Permit` from the limiter — waiting at
 most until the call's deadline — and ``release``s the permit with what the
-answer said (`Feedback`). The limiter (`AdaptiveLimiter`) is a GCRA
-(a token bucket in "theoretical arrival time" form) whose rate it adjusts:
-
-* **Unknown limit.** Before the first 429 it limits only the requests in
-  flight, starting at ``initial_window`` and growing by half a request per
-  answer (a gentler slow start than TCP's): harmless for an unlimited server
-  (the window grows 1.5x every round trip) and gentle on a limited one.
-* **A 429** means the server's bucket is empty. Every sender pauses until the
-  server's ``Retry-After`` / ``X-Rate-Limit-Reset`` (or a short backoff), and
-  the rate drops (multiplicative decrease). Feedback from requests sent
-  before that decision is stale and ignored for rate control.
-* **Measuring the limit.** Between two moments the server's bucket is seen
-  empty (a 429, or ``X-Rate-Limit-Remaining`` at 0), every token the server
-  made was spent on requests it accepted: the server's rate is the number of
-  accepted requests over the time between. The rate is then set just below
-  that estimate.
-* **Probing upward.** Without a 429 for a while, while callers are waiting on
-  the limiter, the rate grows (additive increase), so a raised limit is found.
-* **Yii2 headers** (``X-Rate-Limit-Limit/Remaining/Reset``) are used
-  proactively: when few requests remain, senders wait for tokens to come back
-  before the server has to refuse them.
+answer said (`Feedback`). `AdaptiveLimiter` is a GCRA (a token bucket in
+"theoretical arrival time" form) whose rate it adjusts; docs/bulk.md tells
+the whole story. Here: slow start while the limit is unknown (a window on
+requests in flight, +0.5 per answer), the pause after a 429, measuring the
+server's rate between two moments its bucket was seen empty, a cap on what
+is in flight once paced, and the headers (through `ServerView`). What rate
+to pace at is decided in ``_ratecontrol``; callers wait at ``_gate``.
 
 Time comes from the client's `Clock`, so all of this is tested with a fake one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from ._clock import Clock, SystemClock
-from ._errors import DeadlineExceededError
 from ._evidence import ServerView
+from ._gate import Gate
 from ._inflight import Flight, InFlight
 from ._limits import (
     Feedback,
@@ -44,7 +29,7 @@ from ._limits import (
     RateLimitHeaders,
     bind_clock,
 )
-from ._waiters import WaitQueue
+from ._ratecontrol import MARGIN, Control, after_empty, raised_rate
 
 
 __all__ = ["AdaptiveLimiter"]
@@ -55,30 +40,6 @@ _MIN_SAMPLE_SECONDS = 0.15
 # The same between two answers saying Remaining 0: a bucket with 0.9 of a
 # token says 0 too, and answers cross on the way back.
 _MIN_HEADER_SAMPLE_SECONDS = 0.5
-# While the limit is unknown the rate doubles every _RAMP_INTERVAL in which
-# callers wait on the limiter; short enough that the server's bucket does not
-# fill (and waste tokens) before the rate passes the limit.
-_RAMP = 2.0
-_RAMP_INTERVAL = 0.05
-# With no measurement yet, the rate grows by _SEARCH per _INTERVAL.
-_SEARCH = 1.25
-# Below the measured limit the rate climbs back by _CLIMB per _INTERVAL.
-_CLIMB = 1.05
-_INTERVAL = 0.1
-# After _QUIET seconds without a refusal the rate probes above the measured
-# limit by _PROBE per _INTERVAL, so a raised (or underestimated) limit is found.
-_QUIET = 1.5
-_PROBE = 1.05
-# A refusal at or below the measured limit: the limit fell, cut by _DECREASE.
-_DECREASE = 0.97
-# A refusal before any measurement: cut by _BLIND_DECREASE.
-_BLIND_DECREASE = 0.7
-# Headroom kept below a measured rate.
-_MARGIN = 0.01
-# More of it when X-Rate-Limit-Remaining is known: the server's spare tokens
-# are spent as it reports them, so pacing low costs nothing, and measurements
-# from answers that come back out of order err by a token or two.
-_INFORMED_MARGIN = 0.04
 # Slow start widens the window by this much per answer: 1.5x per round trip,
 # not TCP's 2x, since every request in flight when the server's bucket runs
 # dry comes back a 429 (the overshoot is about growth x the burst).
@@ -112,18 +73,36 @@ class _Permit:
             self._limiter._release(feedback, self._flight)
 
 
-def _late() -> DeadlineExceededError:
-    return DeadlineExceededError("the rate limiter")
+class _Schedule:
+    """The `Schedule` the gate asks: the limiter's pacing, nothing else."""
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: AdaptiveLimiter) -> None:
+        self._limiter = limiter
+
+    def delay(self, now: float) -> float:
+        return self._limiter._delay(now)
+
+    def grant(self, now: float) -> Flight:
+        return self._limiter._grant(now)
+
+    def give_back(self, flight: Flight) -> None:
+        self._limiter._flights.end(flight)
+
+    def first_slot(self, now: float) -> float:
+        return max(now, self._limiter._paused_until)
+
+    def wakes_early(self) -> bool:
+        return self._limiter._view.informed
 
 
 class AdaptiveLimiter:
     """The default `Limiter`: an adaptive GCRA (see the module docstring).
 
-    Callers that cannot go at once queue in FIFO order; one dispatcher task
-    (alive only while someone waits) grants them slots as time allows, so a
-    new rate or a pause takes effect at the next slot. A caller whose
-    deadline comes before its slot could is refused at once
-    (`DeadlineExceededError`).
+    Callers that cannot go at once wait at its `Gate` (``_gate``): by
+    priority, first come first served within one, refused at once
+    (`DeadlineExceededError`) when their deadline comes before their slot.
 
     Args:
         config: The `RateLimit` settings.
@@ -138,7 +117,7 @@ class AdaptiveLimiter:
         # A configured rate is the account's limit: paced a little below
         # it (clocks and networks jitter), and never exceeded.
         self._ceiling = (
-            config.rate * (1 - _MARGIN) if config.adaptive and config.rate else None
+            config.rate * (1 - MARGIN) if config.adaptive and config.rate else None
         )
         self._rate: float | None = self._ceiling or config.rate
         self._view = ServerView()
@@ -155,15 +134,7 @@ class AdaptiveLimiter:
         self._window: float | None = (
             config.initial_window if config.rate is None else None
         )
-        # Waiters get (grant time, whether granted on the server's Remaining).
-        self._queue: WaitQueue[Flight] = WaitQueue()
-        self._dispatcher: asyncio.Task[None] | None = None
-        # What the dispatcher waits for: a slot at this time, or a release.
-        self._sleeping_until = 0.0
-        self._release_waiter: asyncio.Task[object] | None = None
-        self._released = asyncio.Event()
-        # Set when an answer's headers are read: tokens may have come.
-        self._evidence = asyncio.Event()
+        self._gate = Gate(_Schedule(self), self._clock)
         # Feedback for requests sent no later than this is stale.
         self._changed_at = -1.0
         # Measurement: when the server's bucket was last seen empty, and how
@@ -174,14 +145,13 @@ class AdaptiveLimiter:
         self._ramping = False
         self._last_change = self._clock.monotonic()
         self._last_refusal = self._last_change
-        self._last_wait = -1.0
         self._rtt: float | None = None
         self.pauses = 0
 
     def bind(self, clock: Clock) -> None:
         """Use the client's *clock* (see `Limiter.bind`)."""
         if bind_clock(self._clock, self._clock_given, clock, "AdaptiveLimiter"):
-            self._clock = clock
+            self._clock = self._gate.clock = clock
             self._clock_given = True
             self._last_change = self._last_refusal = clock.monotonic()
 
@@ -216,29 +186,9 @@ class AdaptiveLimiter:
             DeadlineExceededError: No slot before *deadline*.
         """
         now = self._clock.monotonic()
-        if not self._queue and self._delay(now) <= 0:
+        if not self._gate.waiting and self._delay(now) <= 0:
             return _Permit(self, 0.0, self._grant(now))
-        if deadline is not None:
-            # No slot comes before the pause ends, nor before the one the
-            # dispatcher is sleeping towards (it goes to a caller ahead).
-            if deadline < max(now, self._paused_until, self._sleeping_until):
-                raise _late()
-            if self._release_waiter is not None:
-                self._released.set()  # wake the dispatcher to watch this deadline
-        self._last_wait = now
-        future = self._queue.add(deadline, priority)
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
-        try:
-            flight = await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # Granted just as the caller was cancelled: give the slot back.
-                self._flights.end(future.result())
-                self._released.set()
-            else:
-                self._forget(future)
-            raise
+        flight = await self._gate.wait(now, deadline, priority)
         # The grant time, not the time this task resumed: feedback is judged
         # stale or fresh by when the limiter let the request go.
         return _Permit(self, flight.granted_at - now, flight)
@@ -316,81 +266,13 @@ class AdaptiveLimiter:
             self._tat = start + interval
         return self._flights.start(now, on_credit=False)
 
-    async def _dispatch(self) -> None:
-        clock = self._clock
-        queue = self._queue
-        while queue.peek() is not None:
-            now = clock.monotonic()
-            self._last_wait = now
-            delay = self._delay(now)
-            if delay == float("inf"):
-                await self._wait_for_release(now)
-            elif delay > 0:
-                # Whoever cannot have a slot before its deadline is refused
-                # now, not let through late.
-                queue.expire(now + delay, _late)
-                if queue.peek() is not None:
-                    self._sleeping_until = now + delay
-                    try:
-                        await self._nap(delay)
-                    finally:
-                        self._sleeping_until = 0.0
-            else:
-                flight = self._grant(now)
-                if not queue.grant(flight):  # pragma: no cover - peeked
-                    self._flights.end(flight)
-
-    async def _nap(self, delay: float) -> None:
-        """Sleep *delay*, or less if an answer's headers bring tokens sooner."""
-        if not self._view.informed:
-            await self._clock.sleep(delay)
-            return
-        self._evidence.clear()
-        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-        waker = asyncio.ensure_future(self._evidence.wait())
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            sleeper.cancel()
-            waker.cancel()
-
-    async def _wait_for_release(self, now: float) -> None:
-        """Wait for a request to end (slow start), or for a waiter's deadline."""
-        self._released.clear()
-        earliest = self._queue.earliest_deadline()
-        me = asyncio.current_task()
-        self._release_waiter = me
-        try:
-            if earliest is None:
-                await self._released.wait()
-                return
-            # The event loop's timer, not the clock's sleep: this races a
-            # real event (an answer), which a fake clock's instant sleep
-            # would lose.
-            try:
-                await asyncio.wait_for(self._released.wait(), max(0.0, earliest - now))
-            except asyncio.TimeoutError:
-                # The earliest deadline came before any request ended: no
-                # slot can reach that waiter in time.
-                self._queue.expire(self._clock.monotonic() + 1e-9, _late)
-        finally:
-            # (Only if still ours: a cancelled dispatcher unwinds late.)
-            if self._release_waiter is me:
-                self._release_waiter = None
-
-    def _forget(self, future: asyncio.Future[Flight]) -> None:
-        self._queue.discard(future)
-        if not self._queue and self._dispatcher is not None:
-            self._dispatcher.cancel()
-            self._dispatcher = None
-
     def _release(self, feedback: Feedback, flight: Flight) -> None:
         """Account for an answer, and adapt to it (through the permit)."""
         self._flights.end(flight)
         if flight.on_credit and feedback.rate_limited:
             # Refused although Remaining promised the token.
             self._view.credit_refused()
-        self._released.set()
+        self._gate.released()
         if feedback.status is not None:
             # Smoothed round trip: rate changes wait for their feedback.
             rtt = feedback.received_at - feedback.sent_at
@@ -426,7 +308,7 @@ class AdaptiveLimiter:
             remaining=headers.remaining if headers is not None else None,
             reset=headers.reset if headers is not None else None,
         )
-        self._evidence.set()
+        self._gate.evidence()
         rate = view.rate
         if view.quantized and rate is not None:
             # Its headers say its rate; the ticks pace, not a schedule.
@@ -464,34 +346,15 @@ class AdaptiveLimiter:
             self._pause(feedback, now)
         if not config.adaptive:
             return
-        rate, estimate = self._rate, self._estimate
-        if not refused and rate is not None:
-            # Empty by the headers: the measurement above is all it says,
-            # except that a ramp has reached the server's rate.
-            if self._ramping:
-                self._ramping = False
-                held = (estimate or rate) * (1 - _INFORMED_MARGIN)
-                self._set_rate(min(rate, held), now)
+        change = after_empty(
+            self._control(), refused=refused, initial_rate=config.initial_rate
+        )
+        if change is None:
             return
-        margin = _INFORMED_MARGIN if self._view.informed else _MARGIN
-        target = estimate * (1 - margin) if estimate is not None else None
-        if rate is None:
-            new_rate = max(config.initial_rate, target or 0.0)
-            self._ramping = not self._view.informed
-        elif self._ramping:
-            self._ramping = False
-            new_rate = target if target is not None else rate / _RAMP
-        elif target is None:
-            new_rate = rate * _BLIND_DECREASE
-        elif rate > target:
-            new_rate = target
-        else:
-            # Refused at or below the measured limit: the limit fell (or the
-            # account is shared). Believe the refusal.
-            self._estimate = (estimate or rate) * _DECREASE
-            new_rate = self._estimate * (1 - margin)
-        self._set_rate(new_rate, now)
-        self._last_refusal = now
+        if refused or self._rate is None:
+            self._last_refusal = now
+        self._estimate, self._ramping = change.estimate, change.ramping
+        self._set_rate(change.rate, now)
 
     def _on_headers(self, feedback: Feedback, headers: RateLimitHeaders) -> None:
         remaining = headers.remaining
@@ -544,46 +407,24 @@ class AdaptiveLimiter:
             # stays as full as it was: the backlog scales to the new rate.
             self._tat = start + max(0.0, self._tat - start) * old / rate
 
+    def _control(self) -> Control:
+        return Control(self._rate, self._estimate, self._ramping, self._view.informed)
+
     def _maybe_increase(self, now: float) -> None:
-        """Grow the rate while callers wait on the limiter (see module docstring)."""
+        """Grow the rate while callers wait on the limiter (see `_ratecontrol`)."""
         rate = self._rate
         if rate is None or not self._config.adaptive:
             return
-        # Never change faster than the server's answers can tell the effect.
-        feedback_time = 2 * (self._rtt or 0.0)
-        interval = max(_INTERVAL, feedback_time)
-        if now - self._last_wait > interval:
-            return  # callers are not waiting on the limiter: no evidence
-        since_change = now - self._last_change
-        estimate = self._estimate
-        quiet = now - self._last_refusal >= _QUIET
-        new = rate
-        if self._ramping:
-            if since_change >= max(_RAMP_INTERVAL, feedback_time):
-                new = rate * _RAMP
-        elif since_change < interval:
-            return
-        elif self._view.informed and estimate is not None:
-            # Remaining lets senders spend what the server has beyond the
-            # pace, so the pace stays a little lower; it probes upward only
-            # when Remaining never shows a token to spare (a bucket of 1).
-            target = estimate * (1 - _INFORMED_MARGIN)
-            if rate < target:
-                new = min(rate * _CLIMB, target)
-            elif self._ceiling is not None and now - self._spare_at < interval:
-                new = rate * _CLIMB  # held below a configured rate: climb back
-            elif quiet and now - self._spare_at >= _QUIET:
-                new = rate * _PROBE
-        elif estimate is not None and rate < estimate * (1 - _MARGIN):
-            new = min(rate * _CLIMB, estimate * (1 - _MARGIN))
-        elif estimate is None:
-            # Nothing measured yet (the ramp ended on a 429 too early to
-            # measure): search faster than the 5 % probe.
-            new = rate * _SEARCH
-        elif quiet:
-            new = rate * _PROBE
-        if self._ceiling is not None:
-            new = min(new, self._ceiling)  # a configured rate is never exceeded
+        new = raised_rate(
+            self._control(),
+            since_wait=now - self._gate.last_wait,
+            since_change=now - self._last_change,
+            since_refusal=now - self._last_refusal,
+            since_spare=now - self._spare_at,
+            # Never change faster than the server's answers can tell the effect.
+            feedback_time=2 * (self._rtt or 0.0),
+            ceiling=self._ceiling,
+        )
         if new > rate:
             self._raise_rate(new, now)
 
