@@ -269,22 +269,6 @@ class TestRateLimit:
         assert "1" == limited.headers["retry-after"]
         assert statuses.count(429) == server.sandbox.stats.rate_limited
 
-    @pytest.mark.viber_sandbox(rate_limit=40, burst=4)
-    async def test_sustained_rate(self, http: httpx.AsyncClient) -> None:
-        """Over a second of hammering, accepted = burst + rate x elapsed.
-
-        The first request (its connection, the key's bucket) is made before
-        the clock starts: on a loaded machine it alone can take 0.2 s.
-        """
-        assert 200 == (await send(http, VALID)).status_code  # 3 or 4 left
-        start = time.monotonic()
-        accepted = 0
-        while time.monotonic() - start < 1.0:
-            accepted += (await send(http, VALID)).status_code == 200
-        elapsed = time.monotonic() - start
-
-        assert (3 + 40 * elapsed) * 0.9 - 1 <= accepted <= 4 + 40 * elapsed + 1
-
     @pytest.mark.viber_sandbox(rate_limit=10, burst=3, rate_limit_headers="full-reset")
     async def test_full_reset_headers(self, http: httpx.AsyncClient) -> None:
         """Full-reset: Limit is the bucket size; Remaining counts down; Reset in s.

@@ -270,6 +270,28 @@ def fake_clock(
     server.sandbox.reset(SandboxConfig())
 
 
+def test_sustained_rate_of_a_token_bucket(
+    fake_clock: tuple[SandboxServer, WallClock],
+) -> None:
+    """40/s, burst 4, a request every 5 ms for a second: 4 + 40 accepted.
+
+    (On the server's own clock, which only moves when told to: exact
+    whatever the machine's load.)
+    """
+    server, clock = fake_clock
+    server.sandbox.reset(SandboxConfig(rate_limit=40, burst=4))
+
+    statuses = []
+    for step in range(200):
+        clock.now = T + step * 0.005
+        statuses.append(send(server.base_url).status_code)
+
+    assert 200 * [True] == [status in (200, 429) for status in statuses]
+    # The burst, then one every 25 ms (the last request is at 0.995 s).
+    assert [200] * 4 + [429] == statuses[:5]
+    assert 4 + 39 <= statuses.count(200) <= 4 + 40
+
+
 class TestYii2WallClock:
     def test_whole_seconds_truncated_refills_reset_and_cap(
         self, fake_clock: tuple[SandboxServer, WallClock]
