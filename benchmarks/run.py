@@ -96,6 +96,16 @@ def warm(url: str) -> None:
     time.sleep(2.1)
 
 
+def redis_run(url: str, n: int) -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    import redis_workers
+
+    try:
+        return redis_workers.run(url, KEY, n)
+    except (RuntimeError, OSError) as error:
+        return {"client": "sdk", "error": str(error).splitlines()[-1:]}
+
+
 def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
     output = subprocess.run(
         [
@@ -217,6 +227,13 @@ def workloads(quick: bool) -> list[dict[str, Any]]:
             for concurrency in (64, 512)
         ),
         {
+            "name": "4 workers through Redis, no configuration",
+            "server": ("sandbox", LIMITED),
+            "n": 1_600 // scale,
+            "runner": "redis",
+            "clients": SDK_ONLY,
+        },
+        {
             "name": "1,000 from a generator",
             "server": ("fast", 0.0),
             "n": 1_000,
@@ -244,7 +261,10 @@ def measure(selected: list[str] | None, quick: bool) -> list[dict[str, Any]]:
         for client in workload.get("clients", CLIENTS):
             # A fresh server per client: the sandbox's bucket starts full.
             with serve(workload["server"]) as url:
-                row = client_run(client, url, workload["n"], *workload["args"])
+                if workload.get("runner") == "redis":
+                    row = redis_run(url, workload["n"])
+                else:
+                    row = client_run(client, url, workload["n"], *workload["args"])
             row["workload"] = workload["name"]
             row["capacity"] = workload.get("capacity", 20)
             rows.append(row)
@@ -361,6 +381,16 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
                 f"{idle['singles_p50'] * 1e3:.1f} + 25 ms); throughput "
                 f"{speed:.3f}x the campaign alone (>= 0.98) {'PASS' if ok else 'FAIL'}"
             )
+    redis = get("4 workers through Redis, no configuration", "sdk")
+    if redis:
+        achieved = (redis["accepted"] - 20) / redis["elapsed"] / 200
+        share = redis["rate_limited"] / redis["n"]
+        ok = redis["accepted"] == redis["n"] and achieved >= 0.95 and share <= 0.02
+        out.append(
+            f"4 workers through Redis: {redis['accepted']}/{redis['n']} sent, "
+            f"{achieved:.1%} of the limit (>= 95%), 429s {share:.2%} (<= 2%) "
+            f"{'PASS' if ok else 'FAIL'}"
+        )
     small, big = (
         get("1,000 from a generator", "sdk"),
         get("100,000 from a generator", "sdk"),

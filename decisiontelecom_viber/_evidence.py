@@ -316,6 +316,13 @@ class ServerView:
         """Narrow the dialect by what Yii2 would have said here."""
         if self.dialect is Dialect.CONTINUOUS or reset is None:
             return
+        if self.limit == 1:
+            # A bucket of one: Yii2 and a continuous bucket's "seconds until
+            # the next token" say the same (Remaining 0, Reset 1). Taken for
+            # Yii2's 1/s, a bucket making a token a millisecond costs 1000x;
+            # taken for continuous, a Yii2 one costs a few 429s.
+            self._no_longer_yii2()
+            return
         if refused:
             # Yii2 answers a 429 with Reset = window, a whole number >= 1
             # that fits what the successes said about the window.

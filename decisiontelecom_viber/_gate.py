@@ -39,6 +39,9 @@ class Schedule(Protocol):
     def first_slot(self, now: float) -> float:
         """No slot comes before this (a pause)."""
 
+    def lifts_at(self) -> float | None:
+        """When an infinite delay may end without a request ending, if ever."""
+
     def wakes_early(self) -> bool:
         """Whether an answer's headers may bring tokens before the delay ends."""
 
@@ -149,25 +152,32 @@ class Gate:
             waker.cancel()
 
     async def _wait_for_release(self, now: float) -> None:
-        """Wait for a request to end, or for a waiter's deadline."""
+        """Wait for a request to end, the schedule to lift, or a deadline."""
         self._released.clear()
         earliest = self._queue.earliest_deadline()
+        lifts = self._schedule.lifts_at()
         me = asyncio.current_task()
         self._release_waiter = me
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self._released.wait())
+        ]
+        if lifts is not None:
+            waits.append(asyncio.ensure_future(self.clock.sleep(max(0.0, lifts - now))))
         try:
-            if earliest is None:
-                await self._released.wait()
-                return
-            # The event loop's timer, not the clock's sleep: this races a
-            # real event (an answer), which a fake clock's instant sleep
-            # would lose.
-            try:
-                await asyncio.wait_for(self._released.wait(), max(0.0, earliest - now))
-            except asyncio.TimeoutError:
+            # Deadlines on the event loop's timer, not the clock's sleep:
+            # this races a real event (an answer), which a fake clock's
+            # instant sleep would lose.
+            timeout = None if earliest is None else max(0.0, earliest - now)
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
                 # The earliest deadline came before any request ended: no
                 # slot can reach that waiter in time.
                 self._queue.expire(self.clock.monotonic() + 1e-9, late)
         finally:
+            for wait in waits:
+                wait.cancel()
             # (Only if still ours: a cancelled dispatcher unwinds late.)
             if self._release_waiter is me:
                 self._release_waiter = None

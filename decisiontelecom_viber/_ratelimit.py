@@ -93,6 +93,9 @@ class _Schedule:
     def first_slot(self, now: float) -> float:
         return max(now, self._limiter._paused_until)
 
+    def lifts_at(self) -> float | None:
+        return self._limiter._cap_lifts_at()
+
     def wakes_early(self) -> bool:
         return self._limiter._view.informed
 
@@ -224,8 +227,9 @@ class AdaptiveLimiter:
             return 0.0
         if self._rtt is not None:
             bucket = max(self._burst, self._view.limit or 1)
-            cap = bucket + math.ceil(rate * (2 * self._rtt + _STALL_SLACK))
-            if self._flights.recent(now, _HUNG + 4 * self._rtt) >= cap:
+            slack = 2 * self._rtt + _STALL_SLACK
+            cap = bucket + math.ceil(rate * slack)
+            if self._flights.held(now, _HUNG + 4 * self._rtt, slack) >= cap:
                 return float("inf")
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
@@ -245,6 +249,14 @@ class AdaptiveLimiter:
         # Remaining spent to the last token leaves it none, and a request
         # that arrives a little early (the network jitters) gets a 429.
         return credit - 1
+
+    def _cap_lifts_at(self) -> float | None:
+        """When the oldest held request will count as hung (no answer needed)."""
+        oldest = self._flights.oldest_held()
+        if oldest is None or self._rtt is None:
+            return None
+        # (A microsecond past: at the moment itself it still counts.)
+        return oldest + _HUNG + 4 * self._rtt + 1e-6
 
     def _grant(self, now: float) -> Flight:
         """Let one request go at *now*."""
@@ -268,7 +280,7 @@ class AdaptiveLimiter:
 
     def _release(self, feedback: Feedback, flight: Flight) -> None:
         """Account for an answer, and adapt to it (through the permit)."""
-        self._flights.end(flight)
+        self._flights.end(flight, answered=feedback.status is not None)
         if flight.on_credit and feedback.rate_limited:
             # Refused although Remaining promised the token.
             self._view.credit_refused()

@@ -119,26 +119,42 @@ class TestDialect:
 
 
 def test_tokens_between_known_ticks_are_not_yii2() -> None:
-    """Limit 1, Reset 1 reads like Yii2 at 1 per 1 s; a token mid-second does not.
+    """Limit 2, Reset 1 reads like Yii2 at 2 per 1 s; a token mid-second does not.
 
     Once the tick's phase is known, one probe goes half-way between two
     ticks: Yii2 refuses it, a continuous bucket (burst 1) accepts it.
     """
     view = ServerView()
-    answer(view, 100.0, 0, limit=1, reset=1)
-    answer(view, 100.01, 0, limit=1, reset=1, refused=True)
-    answer(view, 100.998, 0, limit=1, reset=1, refused=True)
-    answer(view, 101.0, 0, limit=1, reset=1)  # a tick in (100.998, 101.0]
+    answer(view, 100.0, 0, limit=2, reset=1)
+    answer(view, 100.01, 0, limit=2, reset=1, refused=True)
+    answer(view, 100.998, 0, limit=2, reset=1, refused=True)
+    answer(view, 101.0, 0, limit=2, reset=1)  # a tick in (100.998, 101.0]
     assert view.quantized
     assert view.ticks is not None
     assert (100.998, 101.0) == (view.ticks.lower, view.ticks.upper)
-    answer(view, 101.1, 0, limit=1, reset=1, refused=True)
+    answer(view, 101.1, 0, limit=2, reset=1, refused=True)
     # The phase is known: the next probe checks half-way.
     assert pytest.approx(101.5) == view.next_tokens_at(101.11)
     view.granting_without_credit(101.5)
-    answer(view, 101.5, 0, limit=1, reset=1)  # accepted: tokens trickle in
+    answer(view, 101.5, 0, limit=2, reset=1)  # accepted: tokens trickle in
 
     assert Dialect.CONTINUOUS == view.dialect
+    assert not view.quantized
+
+
+def test_a_bucket_of_one_is_never_taken_for_yii2() -> None:
+    """Limit 1, Reset 1 on a 429: Yii2 at 1/s, or a bucket of one token.
+
+    The headers cannot tell them apart, and a bucket of one refilling every
+    millisecond taken for Yii2 was paced at 1/s (191x the ideal time, a
+    configured rate overridden): such headers are read as a continuous bucket.
+    """
+    view = ServerView()
+    answer(view, 100.0, 0, limit=1, reset=1)
+    answer(view, 100.01, 0, limit=1, reset=1, refused=True)
+
+    assert Dialect.CONTINUOUS == view.dialect
+    assert view.rate is None
     assert not view.quantized
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -11,7 +10,6 @@ from decisiontelecom_viber import (
     AdaptiveLimiter,
     AsyncViberClient,
     Feedback,
-    Permit,
     RateLimit,
     ViberMessage,
 )
@@ -32,18 +30,44 @@ class TestInFlight:
         flights.end(first)  # (twice: once counted)
         assert 1 == len(flights)
 
-    def test_recent_leaves_out_the_hung(self) -> None:
-        """Older than the horizon: still in flight, no longer recent."""
+    def test_hung_ones_are_not_held(self) -> None:
+        """Older than the horizon: still in flight, no longer held."""
         flights = InFlight()
         old = flights.start(0.0, on_credit=False)
         flights.start(0.9, on_credit=False)
 
-        assert 2 == flights.recent(0.95, horizon=1.0)
-        assert 1 == flights.recent(1.5, horizon=1.0)
+        assert 2 == flights.held(0.95, horizon=1.0, overtaken_after=0.05)
+        assert 1 == flights.held(1.5, horizon=1.0, overtaken_after=0.05)
+        assert 0.9 == flights.oldest_held()
         assert 2 == len(flights)
         # Its answer comes at last: it is no longer counted anywhere.
         flights.end(old)
-        assert (1, 1) == (len(flights), flights.recent(1.5, horizon=1.0))
+        assert (1, 1) == (
+            len(flights),
+            flights.held(1.5, horizon=1.0, overtaken_after=0.05),
+        )
+
+    def test_overtaken_ones_are_not_held(self) -> None:
+        """A request let go 0.1 s later has been answered: the first one hangs."""
+        flights = InFlight()
+        flights.start(0.0, on_credit=False)
+        close = flights.start(0.06, on_credit=False)
+        later = flights.start(0.1, on_credit=False)
+
+        assert 3 == flights.held(0.2, horizon=1.0, overtaken_after=0.05)
+        flights.end(later, answered=True)
+        # (0.06 is within 50 ms of 0.1: answers cross on the way back.)
+        assert 1 == flights.held(0.2, horizon=1.0, overtaken_after=0.05)
+        assert close.granted_at == flights.oldest_held()
+
+    def test_given_back_is_no_answer(self) -> None:
+        """A slot given back unused overtakes nothing."""
+        flights = InFlight()
+        flights.start(0.0, on_credit=False)
+        unused = flights.start(0.5, on_credit=False)
+        flights.end(unused)
+
+        assert 1 == flights.held(0.6, horizon=1.0, overtaken_after=0.05)
 
     def test_ended_in_the_middle(self) -> None:
         flights = InFlight()
@@ -52,22 +76,9 @@ class TestInFlight:
         flights.start(0.2, on_credit=False)
         flights.end(second)
 
-        assert 2 == flights.recent(0.5, horizon=1.0)
+        assert 2 == flights.held(0.5, horizon=1.0, overtaken_after=1.0)
         flights.end(first)
-        assert 1 == flights.recent(0.5, horizon=1.0)
-
-
-async def acquire_all(
-    limiter: AdaptiveLimiter, clock: FakeClock, held: list[Permit]
-) -> None:
-    """Acquire (and keep) until the limiter waits for an answer.
-
-    (Pacing waits pass at once on the fake clock; waiting for an answer is
-    the one wait that takes real time.)
-    """
-    with contextlib.suppress(asyncio.TimeoutError):
-        for _ in range(100):
-            held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
+        assert 1 == flights.held(0.5, horizon=1.0, overtaken_after=1.0)
 
 
 class TestStalledServer:
@@ -84,31 +95,48 @@ class TestStalledServer:
     async def test_no_answer_stops_the_pace(
         self, limiter: AdaptiveLimiter, clock: FakeClock
     ) -> None:
-        """A server that stops answering gets the cap, then nothing more.
+        """A server that stops answering gets the cap, then nothing for a second.
 
-        10 (the bucket) + ceil(100/s x (2 x 12 ms + 20 ms)) = 15.
+        10 (the bucket) + ceil(100/s x (2 x 12 ms + 20 ms)) = 15; then the
+        oldest counts as hung (1 s + 4 round trips after it went), without any
+        answer, and the pace goes on.
         """
-        held: list[Permit] = []
+        start = clock.now
+        times = []
+        for _ in range(20):
+            await asyncio.wait_for(limiter.acquire(), 1.0)
+            times.append(clock.now - start)
 
-        await acquire_all(limiter, clock, held)
+        assert all(time < 0.2 for time in times[:15])
+        assert times[15] >= 1.0 + 4 * 0.012
+        assert 20 == limiter.in_flight
 
-        assert 15 == len(held) == limiter.in_flight
-        # One answer, one more request.
-        held[0].release(Feedback(clock.now, clock.now + 0.012, 200))
-        held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
-        assert 15 == limiter.in_flight
-
-    async def test_hung_requests_stop_counting(
+    async def test_an_answer_lets_one_more_go(
         self, limiter: AdaptiveLimiter, clock: FakeClock
     ) -> None:
-        """Unanswered for a second (+ 4 RTT): hung, not held by a stall."""
-        held: list[Permit] = []
-        await acquire_all(limiter, clock, held)
+        held = [await limiter.acquire() for _ in range(15)]
+        start = clock.now
 
-        clock.now += 1.0 + 4 * 0.012 + 0.001
+        held[0].release(Feedback(clock.now, clock.now + 0.012, 200))
+        await asyncio.wait_for(limiter.acquire(), 1.0)
 
-        held.append(await asyncio.wait_for(limiter.acquire(), 0.05))
-        assert 16 == limiter.in_flight
+        assert clock.now - start < 0.1
+        assert 15 == limiter.in_flight
+
+    async def test_an_overtaken_request_hangs(
+        self, limiter: AdaptiveLimiter, clock: FakeClock
+    ) -> None:
+        """One black-holed request does not hold a slot for a second."""
+        held = [await limiter.acquire() for _ in range(15)]
+        # All but the first answered: the first was overtaken.
+        for permit in held[1:]:
+            permit.release(Feedback(clock.now, clock.now + 0.012, 200))
+        start = clock.now
+
+        more = [await asyncio.wait_for(limiter.acquire(), 1.0) for _ in range(15)]
+
+        assert clock.now - start < 0.2
+        assert 16 == limiter.in_flight == len(more) + 1
 
     async def test_unknown_rate_no_cap(self, clock: FakeClock) -> None:
         """Before any rate is known only slow start limits what is in flight."""
