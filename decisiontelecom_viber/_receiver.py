@@ -1,8 +1,9 @@
 """`CallbackReceiver`: a plain ASGI 3 app that receives DecisionTelecom callbacks.
 
 No web framework at runtime: it runs on its own under any ASGI server
-(``uvicorn module:receiver``) and mounts into Starlette or FastAPI
-(``app.mount("/viber/callbacks", receiver)``). One request goes through:
+(``uvicorn module:receiver``) and serves a route of Starlette or FastAPI
+(``app.add_route("/viber/callbacks", receiver, methods=["POST"])``). One
+request goes through:
 
 1. method (405 unless POST), 2. token (403, when a secret is set),
 3. size (413, from Content-Length, then while streaming),
@@ -133,10 +134,11 @@ def _check_handler(name: str, handler: object) -> None:
 class CallbackReceiver:
     """An ASGI 3 app that receives status callbacks and 2Way replies.
 
-    Mount it where the ``callback_url`` of your messages points, e.g.
-    ``app.mount("/viber/callbacks", receiver)`` in Starlette or FastAPI, or
-    run it alone with ``uvicorn module:receiver``. It answers every path it
-    is given.
+    Serve it where the ``callback_url`` of your messages points, e.g.
+    ``app.add_route("/viber/callbacks", receiver, methods=["POST"])`` in
+    Starlette or FastAPI (not ``app.mount``: a mount redirects its own path,
+    and callbacks are not redirected), or run it alone with ``uvicorn
+    module:receiver``. It answers every path it is given.
 
     Answers: 200 when the event was handled (or is a repeat); 400 with the
     reason when the body is malformed; 403 when the token is missing or

@@ -28,6 +28,7 @@ from ._state import AcceptedMessage as AcceptedMessage
 from ._state import CallbackRecord as CallbackRecord
 from ._state import RequestRecord as RequestRecord
 from ._state import SandboxStats as SandboxStats
+from ._state import UndeliveredCallbackWarning as UndeliveredCallbackWarning
 
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxServer",
     "SandboxStats",
+    "UndeliveredCallbackWarning",
     "serve_app",
     "serve_sandbox",
 ]

@@ -118,6 +118,7 @@ class CallbackScheduler:
         if payload is None:  # the sandbox was reset since
             return
         timeout, attempts = self._delivery()
+        record: CallbackRecord | None = None
         for attempt in range(1, attempts + 1):
             status: int | None = None
             error: str | None = None
@@ -143,7 +144,16 @@ class CallbackScheduler:
                 return
             if attempt < attempts:
                 await asyncio.sleep(min(0.2 * attempt, 2.0))
-        logger.info("callback to %s failed after %d attempt(s)", job.url, attempts)
+        with self._state.lock:
+            if job.generation != self._state.generation:
+                return
+            self._state.callbacks_undelivered += 1
+        logger.warning(
+            "callback to %s not delivered (%d attempt(s)): %s",
+            job.url.split("?", 1)[0],
+            attempts,
+            _reason(record),
+        )
 
     async def aclose(self) -> None:
         """Stop delivering and close the HTTP client."""
@@ -153,6 +163,22 @@ class CallbackScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         await self._client.aclose()
+
+
+def _reason(record: CallbackRecord | None) -> str:
+    """Why the last attempt failed, with the usual cause of a redirect."""
+    if record is None:  # pragma: no cover - at least one attempt
+        return "no attempt"
+    if record.error is not None:
+        return record.error
+    reason = f"HTTP {record.http_status}"
+    if record.http_status is not None and 300 <= record.http_status < 400:
+        # Starlette's Mount answers its exact path with a 307 to path + "/".
+        reason += (
+            " (a redirect: callbacks are not redirected; serve the exact path,"
+            " e.g. app.add_route(path, receiver, methods=['POST']), not app.mount)"
+        )
+    return reason
 
 
 def status_jobs(

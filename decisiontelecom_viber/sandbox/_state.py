@@ -90,6 +90,16 @@ class AcceptedMessage:
         return self.timeline.status_at(api_time - self.accepted_at)
 
 
+class UndeliveredCallbackWarning(UserWarning):
+    """The sandbox gave up on callbacks: the test's receiver never got them.
+
+    Emitted by the ``viber_sandbox`` fixture after a test in which a callback
+    failed every attempt (the sandbox logs each one as a WARNING, with its
+    URL and the last answer). A test that means to fail deliveries filters it:
+    ``@pytest.mark.filterwarnings("ignore::decisiontelecom_viber.sandbox.UndeliveredCallbackWarning")``.
+    """
+
+
 @attrs.frozen
 class CallbackRecord:
     """One callback POST the sandbox made.
@@ -128,6 +138,8 @@ class SandboxStats:
         status_lookups: Successful status lookups.
         callbacks_sent: Callback deliveries answered 2xx.
         callbacks_failed: Callback attempts that failed.
+        callbacks_undelivered: Callbacks given up on after every attempt
+            failed (each also logged as a WARNING).
         replies_sent: Simulated 2Way replies delivered.
         latency_spikes: Latency spikes injected.
     """
@@ -139,6 +151,7 @@ class SandboxStats:
     status_lookups: int
     callbacks_sent: int
     callbacks_failed: int
+    callbacks_undelivered: int
     replies_sent: int
     latency_spikes: int
 
@@ -178,6 +191,7 @@ class SandboxState:
         self.status_lookups = 0
         self.callbacks_sent = 0
         self.callbacks_failed = 0
+        self.callbacks_undelivered = 0
         self.replies_sent = 0
         self.latency_spikes = 0
         self.next_message_id = first_message_id
@@ -225,6 +239,7 @@ class SandboxState:
                 status_lookups=self.status_lookups,
                 callbacks_sent=self.callbacks_sent,
                 callbacks_failed=self.callbacks_failed,
+                callbacks_undelivered=self.callbacks_undelivered,
                 replies_sent=self.replies_sent,
                 latency_spikes=self.latency_spikes,
             )

@@ -7,7 +7,8 @@ needs pytest-asyncio. Nothing heavy is imported until a fixture is used.
 - ``viber_sandbox``: a running sandbox server (real HTTP on loopback), reset
   for every test. One server is started per test session. Configure it per
   test with ``@pytest.mark.viber_sandbox(rate_limit=5, fault_500=0.1, ...)``
-  (any `SandboxConfig` knob).
+  (any `SandboxConfig` knob). A test during which a callback could not be
+  delivered ends with an `UndeliveredCallbackWarning`.
 - ``viber_client``: an `AsyncViberClient` pointed at it, with retry waits cut
   to milliseconds so tests stay fast. Pass client options with
   ``@pytest.mark.viber_client(retry=None, ...)``.
@@ -15,6 +16,7 @@ needs pytest-asyncio. Nothing heavy is imported until a fixture is used.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +66,18 @@ def viber_sandbox(
     server = _viber_sandbox_server
     server.sandbox.reset(SandboxConfig(**_marker_kwargs(request, "viber_sandbox")))
     yield server
+    undelivered = server.sandbox.stats.callbacks_undelivered
     server.sandbox.reset(SandboxConfig())
+    if undelivered:
+        from ._state import UndeliveredCallbackWarning
+
+        warnings.warn(
+            UndeliveredCallbackWarning(
+                f"{undelivered} callback(s) of the sandbox were never delivered: "
+                "see the decisiontelecom_viber.sandbox WARNING log lines"
+            ),
+            stacklevel=1,
+        )
 
 
 def fast_retry_policy() -> Any:
