@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -432,6 +433,9 @@ def test_demo_runs_end_to_end_quickly() -> None:
         "duplicates at the API",
     ):
         assert expected in done.stdout
+    # Every callback reached the demo's receiver.
+    assert re.search(r"callbacks the sandbox could not deliver\W+0\W", done.stdout)
+    assert "never reached the receiver" not in done.stdout
 
 
 def test_help_and_missing_extra(

@@ -232,6 +232,7 @@ def _report(
     elapsed: float,
 ) -> None:
     outcomes = collections.Counter(r.outcome for r in results)
+    undelivered = stats.callbacks_undelivered
     invalid = [r for r in results if r.outcome is SendOutcome.FAILED]
     table = Table(title="What happened", show_header=False)
     table.add_column("what")
@@ -253,6 +254,7 @@ def _report(
     )
     table.add_row("duplicates at the API", str(stats.duplicates))
     table.add_row("status callbacks received", str(inbox.status_callbacks))
+    table.add_row("callbacks the sandbox could not deliver", str(undelivered))
     table.add_row("2Way replies received", str(len(inbox.replies)))
     table.add_row("seconds", f"{elapsed:.1f}")
     console.print(table)
@@ -264,6 +266,11 @@ def _report(
         final.add_row(name, str(number))
     console.print(final)
 
+    if undelivered:
+        console.print(
+            f"[red]{undelivered} callback(s) never reached the receiver[/]: "
+            "see the sandbox's WARNING log lines"
+        )
     for result in invalid[:3]:
         console.print(f"[yellow]not sent[/] (item {result.index}): {result.error}")
     for result in [r for r in results if r.outcome is SendOutcome.UNKNOWN][:3]:
