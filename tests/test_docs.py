@@ -167,8 +167,11 @@ def test_console_examples_run(
     "example", sorted(EXAMPLES.glob("test_*.py")), ids=lambda p: p.name
 )
 def test_example_test_files(example: Path, pytester: pytest.Pytester) -> None:
-    """Example test files in the docs pass as a user's test suite would run them."""
-    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    """Example test files in the docs pass as a user's test suite would run them.
+
+    No ini file: a user's project has none of ours (pytest-asyncio's default
+    strict mode, warnings as warnings).
+    """
     pytester.makepyfile(**{example.stem: example.read_text()})
 
     result = pytester.runpytest_subprocess("-p", "pytest_asyncio")
