@@ -30,7 +30,12 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from ._errors import APIConnectionError, OutcomeUnknownError, ViberError
+from ._errors import (
+    APIConnectionError,
+    ConfigurationError,
+    OutcomeUnknownError,
+    ViberError,
+)
 
 
 __all__ = [
@@ -105,6 +110,26 @@ def environment_proxy(url: httpx.URL) -> str | None:
     return proxy
 
 
+def tls_verification(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bool:
+    """*verify* as httpx takes it: a CA bundle's path becomes an `ssl.SSLContext`.
+
+    (httpx deprecates ``verify=<path>``, with a warning that fails a suite run
+    with warnings as errors.)
+
+    Raises:
+        ConfigurationError: The path names no readable CA bundle (a PEM file).
+    """
+    if not isinstance(verify, str):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=verify)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigurationError(
+            f"verify: no CA bundle could be read from {verify!r} "
+            f"({type(error).__name__})"
+        ) from None
+
+
 def build_default_transport(
     *,
     verify: ssl.SSLContext | str | bool,
@@ -119,7 +144,7 @@ def build_default_transport(
         keepalive_expiry=keepalive_expiry,
     )
     transport = AiohttpTransport(
-        verify=verify,
+        verify=tls_verification(verify),
         limits=limits,
         proxy=httpx.Proxy(proxy) if isinstance(proxy, str) else proxy,
     )

@@ -41,11 +41,22 @@ class AppServer:
     Attributes:
         app: The ASGI app served.
         host: The interface served on.
+        tls: Whether it serves HTTPS (given a certificate).
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ):
         self.app = app
         self.host = host
+        self.tls = ssl_certfile is not None
+        self._ssl = (ssl_certfile, ssl_keyfile)
         self._requested_port = port
         self._port: int | None = None
         self._thread: threading.Thread | None = None
@@ -61,8 +72,8 @@ class AppServer:
 
     @property
     def root_url(self) -> str:
-        """``http://HOST:PORT``, where ``/__sandbox/`` lives."""
-        return f"http://{self.host}:{self.port}"
+        """``http://HOST:PORT`` (``https://`` with TLS), where ``/__sandbox/`` lives."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self: _S) -> _S:
         """Start serving in a background thread (returns when ready)."""
@@ -149,6 +160,8 @@ class AppServer:
             # closes one under a request in flight.
             timeout_keep_alive=30,
             timeout_graceful_shutdown=5,
+            ssl_certfile=self._ssl[0],
+            ssl_keyfile=self._ssl[1],
         )
         self._server = uvicorn.Server(config)
         self._error = None
@@ -193,8 +206,8 @@ class SandboxServer(AppServer):
         host: The interface served on.
     """
 
-    def __init__(self, sandbox: Sandbox, *, host: str = "127.0.0.1", port: int = 0):
-        super().__init__(sandbox, host=host, port=port)
+    def __init__(self, sandbox: Sandbox, **serving: Any):
+        super().__init__(sandbox, **serving)
         self.sandbox = sandbox
 
     @property
@@ -215,13 +228,24 @@ class SandboxServer(AppServer):
         await self.sandbox.aclose()
 
 
-def serve_app(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> AppServer:
+def serve_app(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> AppServer:
     """Serve any ASGI app (a `CallbackReceiver`, say) under uvicorn in a thread.
 
     Use the result as ``with serve_app(app) as server:`` (or ``async with``);
-    ``server.root_url`` is where it listens.
+    ``server.root_url`` is where it listens. With *ssl_certfile* (a PEM file
+    with the certificate chain, and the key unless *ssl_keyfile* has it) it
+    serves HTTPS.
     """
-    return AppServer(app, host=host, port=port)
+    return AppServer(
+        app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+    )
 
 
 def serve_sandbox(
@@ -230,6 +254,8 @@ def serve_sandbox(
     host: str = "127.0.0.1",
     port: int = 0,
     sandbox: Sandbox | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
 ) -> SandboxServer:
     """Serve a sandbox under uvicorn on loopback (a free port by default).
 
@@ -242,6 +268,11 @@ def serve_sandbox(
         host: Interface to listen on.
         port: TCP port; 0 picks a free one.
         sandbox: An existing `Sandbox` to serve.
+        ssl_certfile: Serve HTTPS with this certificate chain (PEM; with
+            the key unless *ssl_keyfile* is given).
+        ssl_keyfile: The certificate's private key (PEM).
     """
     app = sandbox if sandbox is not None else Sandbox(config)
-    return SandboxServer(app, host=host, port=port)
+    return SandboxServer(
+        app, host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+    )
