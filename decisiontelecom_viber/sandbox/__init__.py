@@ -18,6 +18,7 @@ from .._public import publish as _publish
 from ._app import Sandbox as Sandbox
 from ._config import HeaderDialect as HeaderDialect
 from ._config import LatencyDistribution as LatencyDistribution
+from ._config import Profile as Profile
 from ._config import RateLimitAlgorithm as RateLimitAlgorithm
 from ._config import SandboxConfig as SandboxConfig
 from ._server import AppServer as AppServer
@@ -37,6 +38,7 @@ __all__ = [
     "CallbackRecord",
     "HeaderDialect",
     "LatencyDistribution",
+    "Profile",
     "RateLimitAlgorithm",
     "RequestRecord",
     "Sandbox",

@@ -46,6 +46,10 @@ __all__ = ["Sandbox"]
 API_PREFIX = "/v1/api"
 
 
+# What the vendor profile answers with HTTP 200 (see SandboxConfig.profile).
+_BUSINESS_ERRORS = frozenset({"rate_limited", "no_balance"})
+
+
 class Sandbox(AdminMixin):
     """The fake API: an ASGI app with recorded state.
 
@@ -375,14 +379,19 @@ class Sandbox(AdminMixin):
 
     async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:
         status, body = ERROR_BODIES[kind]
-        if self._config.errors_with_http_200:
+        if self._config.errors_with_http_200 or (
+            self._config.profile == "vendor" and kind in _BUSINESS_ERRORS
+        ):
             status = 200
         await respond(send, status, to_json(body), headers)
 
     async def _invalid(
         self, send: Send, field: str, headers: Mapping[str, str]
     ) -> None:
-        status = 200 if self._config.errors_with_http_200 else 400
+        config = self._config
+        status = (
+            200 if config.errors_with_http_200 or config.profile == "vendor" else 400
+        )
         await respond(send, status, to_json(invalid_parameter(field)), headers)
 
     async def _fault(self, send: Send, fault: str, headers: Mapping[str, str]) -> None:

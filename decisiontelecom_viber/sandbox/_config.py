@@ -12,6 +12,7 @@ from ._buckets import DIALECTS, Dialect
 __all__ = [
     "HeaderDialect",
     "LatencyDistribution",
+    "Profile",
     "RateLimitAlgorithm",
     "SandboxConfig",
 ]
@@ -20,6 +21,8 @@ LatencyDistribution = Literal["fixed", "uniform", "exponential", "lognormal"]
 # False (no headers) or the dialect the X-Rate-Limit-* headers speak.
 HeaderDialect = Literal[False, "yii2", "full-reset", "next-token"]
 RateLimitAlgorithm = Literal["token-bucket", "yii2"]
+# Which HTTP statuses carry the API's errors (SandboxConfig.profile).
+Profile = Literal["default", "vendor"]
 _ALGORITHMS: tuple[RateLimitAlgorithm, ...] = ("token-bucket", "yii2")
 
 _PROBABILITIES = (
@@ -107,8 +110,14 @@ class SandboxConfig:
             lets the header dialect decide (yii2 for ``yii2``, the token bucket
             otherwise and when headers are off). Set it to run Yii2's algorithm
             without headers.
-        errors_with_http_200: Answer every error body with HTTP 200, as the
-            vendor SDKs assume the API does.
+        profile: Which HTTP statuses carry the API's errors (an assumption
+            either way; docs/testing.md has the sources). ``default``: each
+            on its own (400/401/402/429/500). ``vendor``: what the vendor's
+            own SDK tests assume: business errors (invalid parameter, empty
+            balance, rate limit) as HTTP 200 with the error body, a bad key
+            as a real 401, server faults as real 5xx.
+        errors_with_http_200: Answer every error body with HTTP 200 (401,
+            404, bad JSON and 500 included).
         fault_500: Probability of a 500 with the documented body (not accepted).
         fault_502_html: Probability of a proxy-style HTML 502 page (not accepted).
         fault_disconnect_before: Probability of dropping the connection before
@@ -160,6 +169,9 @@ class SandboxConfig:
     rate_limit_window: int = attrs.field(default=1, validator=_check)
     rate_limit_algorithm: RateLimitAlgorithm | None = attrs.field(
         default=None, validator=_algorithm
+    )
+    profile: Profile = attrs.field(
+        default="default", validator=attrs.validators.in_(("default", "vendor"))
     )
     errors_with_http_200: bool = False
     fault_500: float = attrs.field(default=0.0, validator=_check)
