@@ -147,6 +147,11 @@ class SandboxConfig:
             ``validity_period`` is reported undelivered.
         sms_delivered_after: API seconds from the SMS fallback to its outcome.
         sms_undeliverable_fraction: Fraction of SMS fallbacks that fail.
+        sms_enroute_status: While the SMS fallback is under way, answer
+            ``sms_message_status`` 1 (SMPP's ENROUTE). No vendor source or
+            readable document has that code (an inference from the SMPP
+            numbering the known codes match); by default the SMS fields
+            appear only with the SMS's outcome.
         reply_fraction: Fraction of delivered 2Way messages (206/208) that get
             a simulated user reply.
         reply_after: API seconds from delivered to the reply.
@@ -200,6 +205,7 @@ class SandboxConfig:
     undelivered_after: float = attrs.field(default=30.0, validator=_check)
     sms_delivered_after: float = attrs.field(default=3.0, validator=_check)
     sms_undeliverable_fraction: float = attrs.field(default=0.0, validator=_check)
+    sms_enroute_status: bool = False
     reply_fraction: float = attrs.field(default=0.0, validator=_check)
     reply_after: float = attrs.field(default=3.0, validator=_check)
     reply_text: str = "Yes, please"

@@ -112,10 +112,9 @@ def plan_timeline(
             if rng.random() < config.sms_undeliverable_fraction
             else SmsStatus.DELIVERED
         )
-        sms = (
-            (final_at, SmsStatus.ENROUTE),
-            (final_at + config.sms_delivered_after, outcome),
-        )
+        sms = ((final_at + config.sms_delivered_after, outcome),)
+        if config.sms_enroute_status:
+            sms = ((final_at, SmsStatus.ENROUTE), *sms)
 
     reply_at = None
     if (
