@@ -238,7 +238,7 @@ class Sandbox(AdminMixin):
         delay: float,
     ) -> None:
         try:
-            message = normalise_send(payload)
+            message, notes = normalise_send(payload)
         except SandboxValidationError as error:
             self._record(path, key, "invalid", 400, None, payload)
             await asyncio.sleep(delay)
@@ -252,7 +252,7 @@ class Sandbox(AdminMixin):
             return
         outcome = fault or "accepted"
         status = None if fault else 200
-        self._record(path, key, outcome, status, accepted.message_id, payload)
+        self._record(path, key, outcome, status, accepted.message_id, payload, notes)
         await asyncio.sleep(delay)
         body = {"message_id": accepted.message_id}
         if fault == "fault_disconnect_after":
@@ -366,6 +366,7 @@ class Sandbox(AdminMixin):
         status: int | None,
         message_id: int | None,
         payload: Any,
+        notes: tuple[str, ...] = (),
     ) -> None:
         self._state.record_request(
             path=path,
@@ -375,6 +376,7 @@ class Sandbox(AdminMixin):
             message_id=message_id,
             payload=payload,
             keep=self._config.record_requests,
+            notes=notes,
         )
 
     async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:

@@ -44,6 +44,8 @@ class RequestRecord:
         message_id: The message concerned, if any.
         payload: The JSON body as received (None if it was not JSON).
         at: Unix time of arrival.
+        notes: What the sandbox accepted although the documentation is
+            unclear about it (the real API might refuse it).
     """
 
     sequence: int
@@ -54,6 +56,7 @@ class RequestRecord:
     message_id: int | None
     payload: Any
     at: float
+    notes: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -208,6 +211,7 @@ class SandboxState:
         message_id: int | None,
         payload: Any,
         keep: bool,
+        notes: tuple[str, ...] = (),
     ) -> None:
         """Count a request (and keep its record when *keep*)."""
         with self.lock:
@@ -225,6 +229,7 @@ class SandboxState:
                         message_id,
                         payload,
                         time.time(),
+                        notes,
                     )
                 )
 
