@@ -2,20 +2,27 @@
 
 `InFlight` counts them two ways: all of them (every one may still take a
 token the server reported), and the ones a stalled server may be holding,
-to take all at once when it resumes. A request stops counting as held when
-it is *overtaken* — a request let go well after it has been answered (a
-stalled server answers nothing) — or once unanswered for longer than the
-horizon: it hangs (or is merely slow), and a few such requests never stop
-the others.
+to take all at once when it resumes (`held`). A request stops counting as
+held when it is *overtaken* — `_OVERTAKEN_BY` requests let go well after it
+have been answered (a stalled server answers nothing; one that still
+answers the odd request does not overtake many) — or once unanswered for
+longer than the horizon: it hangs (or is merely slow), and a few such
+requests never stop the others. Without any answer in between, each further
+request that ages out waits twice as long as the one before (a stall that
+lasts, a dead server: TCP's retransmission backoff); any answer resets that.
 """
 
 from __future__ import annotations
 
-import math
+import heapq
 from collections import deque
 
 
 __all__ = ["Flight", "InFlight"]
+
+# A held request is overtaken once this many requests let go well after it
+# have been answered.
+_OVERTAKEN_BY = 8
 
 
 class Flight:
@@ -37,8 +44,11 @@ class InFlight:
         self._flights: deque[Flight] = deque()
         self._count = 0
         self._hung = 0
-        # The latest grant time of a request that has been answered.
-        self._answered_upto = -math.inf
+        # The grant times of the latest answered requests (a min-heap).
+        self._answered: list[float] = []
+        # Requests aged out with no answer since: the horizon doubles each.
+        self._backoff = 0
+        self._answered_since_age_out = True
 
     def __len__(self) -> int:
         return self._count
@@ -55,33 +65,55 @@ class InFlight:
         if flight.ended:
             return
         if answered:
-            self._answered_upto = max(self._answered_upto, flight.granted_at)
+            heapq.heappush(self._answered, flight.granted_at)
+            if len(self._answered) > _OVERTAKEN_BY:
+                heapq.heappop(self._answered)
+            self._backoff = 0
+            self._answered_since_age_out = True
         flight.ended = True
         self._count -= 1
         if flight.hung:
             self._hung -= 1
+        flights = self._flights
+        while flights and flights[0].ended:
+            flights.popleft()  # (what held() has not pruned: memory stays flat)
 
     def held(self, now: float, horizon: float, overtaken_after: float) -> int:
         """Requests in flight a stalled server may be holding.
 
         Args:
             now: The time.
-            horizon: Unanswered this long, a request is hung.
+            horizon: Unanswered this long, a request is hung (doubled for
+                each one aged out with no answer since).
             overtaken_after: A request let go this long after another, and
-                answered, overtook it.
+                answered, overtakes it.
         """
         flights = self._flights
-        cut = max(now - horizon, self._answered_upto - overtaken_after)
-        while flights and (flights[0].ended or flights[0].granted_at < cut):
-            flight = flights.popleft()
+        answered = self._answered
+        overtaken = (
+            answered[0] - overtaken_after
+            if len(answered) >= _OVERTAKEN_BY
+            else float("-inf")
+        )
+        while flights:
+            flight = flights[0]
+            if not flight.ended and flight.granted_at >= overtaken:
+                if flight.granted_at >= now - horizon * float(2**self._backoff):
+                    break
+                # Aged out: the next one waits twice as long, unless an
+                # answer comes first.
+                if not self._answered_since_age_out:
+                    self._backoff += 1
+                self._answered_since_age_out = False
+            flights.popleft()
             if not flight.ended:
                 flight.hung = True
                 self._hung += 1
         return self._count - self._hung
 
-    def oldest_held(self) -> float | None:
-        """When the oldest request `held` counted was let go."""
+    def hung_at(self, horizon: float) -> float | None:
+        """When the oldest request `held` counted will count as hung, if any."""
         for flight in self._flights:
             if not flight.ended and not flight.hung:
-                return flight.granted_at
+                return flight.granted_at + horizon * float(2**self._backoff)
         return None

@@ -221,15 +221,17 @@ class AdaptiveLimiter:
             self._ramping = True
             self._last_change = now
             self._tat = max(self._tat, now + 1.0 / rate)  # (no token now)
-        if self._window is not None and len(self._flights) >= self._window:
+        # Hung and overtaken requests hold no slot: neither slow start's
+        # window nor the cap waits on a request that will never be answered.
+        held = self._held(now)
+        if self._window is not None and held >= self._window:
             return float("inf")
         if rate is None:
             return 0.0
         if self._rtt is not None:
             bucket = max(self._burst, self._view.limit or 1)
-            slack = 2 * self._rtt + _STALL_SLACK
-            cap = bucket + math.ceil(rate * slack)
-            if self._flights.held(now, _HUNG + 4 * self._rtt, slack) >= cap:
+            cap = bucket + math.ceil(rate * (2 * self._rtt + _STALL_SLACK))
+            if held >= cap:
                 return float("inf")
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
@@ -250,13 +252,20 @@ class AdaptiveLimiter:
         # that arrives a little early (the network jitters) gets a 429.
         return credit - 1
 
+    def _held(self, now: float) -> int:
+        """Requests in flight that a stalled server may be holding."""
+        if self._rtt is None:
+            return len(self._flights)  # (no answer yet: none overtaken or hung)
+        slack = 2 * self._rtt + _STALL_SLACK
+        return self._flights.held(now, _HUNG + 4 * self._rtt, slack)
+
     def _cap_lifts_at(self) -> float | None:
         """When the oldest held request will count as hung (no answer needed)."""
-        oldest = self._flights.oldest_held()
-        if oldest is None or self._rtt is None:
+        if self._rtt is None:
             return None
+        hung_at = self._flights.hung_at(_HUNG + 4 * self._rtt)
         # (A microsecond past: at the moment itself it still counts.)
-        return oldest + _HUNG + 4 * self._rtt + 1e-6
+        return None if hung_at is None else hung_at + 1e-6
 
     def _grant(self, now: float) -> Flight:
         """Let one request go at *now*."""

@@ -38,7 +38,6 @@ class TestInFlight:
 
         assert 2 == flights.held(0.95, horizon=1.0, overtaken_after=0.05)
         assert 1 == flights.held(1.5, horizon=1.0, overtaken_after=0.05)
-        assert 0.9 == flights.oldest_held()
         assert 2 == len(flights)
         # Its answer comes at last: it is no longer counted anywhere.
         flights.end(old)
@@ -47,27 +46,59 @@ class TestInFlight:
             flights.held(1.5, horizon=1.0, overtaken_after=0.05),
         )
 
+    def test_without_answers_each_ages_out_twice_as_late(self) -> None:
+        """A stall that lasts: 1 s, then 2 s more, then 4 s; an answer resets."""
+        flights = InFlight()
+        first, second, third = (flights.start(t, on_credit=False) for t in (0, 0, 0))
+
+        assert 1.0 == flights.hung_at(horizon=1.0)
+        assert 1 == flights.held(1.5, horizon=1.0, overtaken_after=0.05)
+        assert 2.0 == flights.hung_at(horizon=1.0)
+        assert 1 == flights.held(1.9, horizon=1.0, overtaken_after=0.05)
+        assert 0 == flights.held(2.1, horizon=1.0, overtaken_after=0.05)
+        assert (first.hung, second.hung, third.hung) == (True, True, True)
+
+        answered = flights.start(3.0, on_credit=False)
+        late = flights.start(3.0, on_credit=False)
+        flights.end(answered, answered=True)
+        assert 4.0 == flights.hung_at(horizon=1.0)  # (the backoff reset)
+        assert 0 == flights.held(4.1, horizon=1.0, overtaken_after=0.05)
+        assert late.hung
+
     def test_overtaken_ones_are_not_held(self) -> None:
-        """A request let go 0.1 s later has been answered: the first one hangs."""
+        """8 requests let go 0.1 s later have been answered: the first hangs."""
         flights = InFlight()
         flights.start(0.0, on_credit=False)
         close = flights.start(0.06, on_credit=False)
-        later = flights.start(0.1, on_credit=False)
+        later = [flights.start(0.1, on_credit=False) for _ in range(8)]
 
+        assert 10 == flights.held(0.2, horizon=1.0, overtaken_after=0.05)
+        for flight in later[:7]:
+            flights.end(flight, answered=True)
+        # (7 answers: a stalled server may still answer the odd request.)
         assert 3 == flights.held(0.2, horizon=1.0, overtaken_after=0.05)
-        flights.end(later, answered=True)
+        flights.end(later[7], answered=True)
         # (0.06 is within 50 ms of 0.1: answers cross on the way back.)
         assert 1 == flights.held(0.2, horizon=1.0, overtaken_after=0.05)
-        assert close.granted_at == flights.oldest_held()
+        assert close.granted_at + 1.0 == flights.hung_at(horizon=1.0)
 
     def test_given_back_is_no_answer(self) -> None:
         """A slot given back unused overtakes nothing."""
         flights = InFlight()
         flights.start(0.0, on_credit=False)
-        unused = flights.start(0.5, on_credit=False)
-        flights.end(unused)
+        for _ in range(8):
+            flights.end(flights.start(0.5, on_credit=False))
 
         assert 1 == flights.held(0.6, horizon=1.0, overtaken_after=0.05)
+
+    def test_memory_stays_flat(self) -> None:
+        """100,000 requests answered in order: nothing kept of them."""
+        flights = InFlight()
+        for n in range(100_000):
+            flights.end(flights.start(n * 0.001, on_credit=False), answered=True)
+
+        assert 0 == len(flights)
+        assert 0 == len(flights._flights)
 
     def test_ended_in_the_middle(self) -> None:
         flights = InFlight()
@@ -128,14 +159,18 @@ class TestStalledServer:
     ) -> None:
         """One black-holed request does not hold a slot for a second."""
         held = [await limiter.acquire() for _ in range(15)]
-        # All but the first answered: the first was overtaken.
         for permit in held[1:]:
+            permit.release(Feedback(clock.now, clock.now + 0.012, 200))
+        clock.now += 0.1
+        # 8 requests let go well after the first one, answered: overtaken.
+        for _ in range(8):
+            permit = await limiter.acquire()
             permit.release(Feedback(clock.now, clock.now + 0.012, 200))
         start = clock.now
 
         more = [await asyncio.wait_for(limiter.acquire(), 1.0) for _ in range(15)]
 
-        assert clock.now - start < 0.2
+        assert clock.now - start < 0.2  # (not the second it takes to age out)
         assert 16 == limiter.in_flight == len(more) + 1
 
     async def test_unknown_rate_no_cap(self, clock: FakeClock) -> None:
@@ -189,3 +224,35 @@ async def test_a_stalled_server_is_not_sent_a_whole_concurrency() -> None:
     assert 100 == sum(results)
     # 10 + ceil(99/s x (2 x RTT + 20 ms)): 13 on loopback; 22 even at a 40 ms RTT.
     assert held <= 22
+
+
+class CountingLimiter(AdaptiveLimiter):
+    """Counts the dispatcher's looks at the schedule (a spin is thousands)."""
+
+    looks = 0
+
+    def _delay(self, now: float) -> float:
+        self.looks += 1
+        return super()._delay(now)
+
+
+async def test_slow_start_window_of_hung_requests(clock: FakeClock) -> None:
+    """No rate known, the window full of unanswered requests: no spin.
+
+    They age out (1 s + 4 round trips) and the waiter goes, after a handful
+    of looks at the schedule. (The window once waited for them until their
+    timeouts, and a first fix spun the dispatcher on a lift time in the past.)
+    """
+    limiter = CountingLimiter(RateLimit(initial_window=2), clock)
+    first = await limiter.acquire()
+    first.release(Feedback(clock.now, clock.now + 0.012, 200))
+    start = clock.now
+    stuck = [await limiter.acquire() for _ in range(3)]  # (window 2.5)
+    limiter.looks = 0
+
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.wait_for(asyncio.shield(waiter), 1.0)
+
+    assert clock.now - start >= 1.0 + 4 * 0.012
+    assert limiter.looks < 20
+    assert 4 == limiter.in_flight == len(stuck) + 1
