@@ -223,15 +223,14 @@ class AdaptiveLimiter:
             self._tat = max(self._tat, now + 1.0 / rate)  # (no token now)
         # Hung and overtaken requests hold no slot: neither slow start's
         # window nor the cap waits on a request that will never be answered.
-        held = self._held(now)
-        if self._window is not None and held >= self._window:
+        if self._window is not None and self._held(now) >= self._window:
             return float("inf")
         if rate is None:
             return 0.0
         if self._rtt is not None:
             bucket = max(self._burst, self._view.limit or 1)
             cap = bucket + math.ceil(rate * (2 * self._rtt + _STALL_SLACK))
-            if held >= cap:
+            if self._held(now) >= cap:
                 return float("inf")
         self._maybe_increase(now)
         interval = 1.0 / (self._rate or rate)
