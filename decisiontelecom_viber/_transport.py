@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import ssl
 import urllib.request
 from collections.abc import Iterator
@@ -110,7 +111,9 @@ def environment_proxy(url: httpx.URL) -> str | None:
     return proxy
 
 
-def tls_verification(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bool:
+def tls_verification(
+    verify: ssl.SSLContext | str | os.PathLike[str] | bool,
+) -> ssl.SSLContext | bool:
     """*verify* as httpx takes it: a CA bundle's path becomes an `ssl.SSLContext`.
 
     (httpx deprecates ``verify=<path>``, with a warning that fails a suite run
@@ -119,13 +122,21 @@ def tls_verification(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bo
     Raises:
         ConfigurationError: The path names no readable CA bundle (a PEM file).
     """
-    if not isinstance(verify, str):
+    if isinstance(verify, (bool, ssl.SSLContext)):
         return verify
+    # (Typed as a path, given whatever the caller had: checked at run time.)
+    value: object = verify
+    if isinstance(value, (os.PathLike, bytes)):
+        value = os.fsdecode(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(
+            "verify must be True, False, an ssl.SSLContext or a CA bundle's path"
+        )
     try:
-        return ssl.create_default_context(cafile=verify)
+        return ssl.create_default_context(cafile=value)
     except (OSError, ssl.SSLError) as error:
         raise ConfigurationError(
-            f"verify: no CA bundle could be read from {verify!r} "
+            f"verify: no CA bundle could be read from {value!r} "
             f"({type(error).__name__})"
         ) from None
 

@@ -145,3 +145,24 @@ def test_a_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
         )
 
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize("verify", [b"", "", 0, 1.5])
+def test_verify_of_another_kind_is_a_configuration_error(verify: object) -> None:
+    with pytest.raises(ConfigurationError, match="verify"):
+        AsyncViberClient(
+            "key",
+            base_url="https://example.com/v1/api",
+            verify=verify,  # type: ignore[arg-type]
+        )
+
+
+async def test_a_ca_bundle_as_a_path_object(
+    sandbox: SandboxServer, ca_bundle: str
+) -> None:
+    async with AsyncViberClient(
+        sandbox.access_key,
+        base_url=sandbox.base_url,
+        verify=Path(ca_bundle),  # type: ignore[arg-type]
+    ) as client:
+        assert await client.send_message(MESSAGE)

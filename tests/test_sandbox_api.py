@@ -111,6 +111,18 @@ INVALID = [
     ({"validity_period": 39}, "validity_period"),
     ({"validity_period": 21601}, "validity_period"),
     ({"callback_url": "not a url"}, "callback_url"),
+    ({"callback_url": "http://127.0.0.1:abc/cb"}, "callback_url"),
+    ({"callback_url": "http://127.0.0.1:99999/cb"}, "callback_url"),
+    ({"callback_url": " http://example.com/cb"}, "callback_url"),
+    ({"destination_addr": "38050123456²"}, "destination_addr"),
+    (
+        {"destination_addr": "".join(chr(0xFF10 + int(d)) for d in "380501234567")},
+        "destination_addr",
+    ),
+    ({"message_type": "¹⁰⁶"}, "message_type"),
+    ({"validity_period": "9" * 5000}, "validity_period"),
+    ({"text_sms": "é" * 161}, "text_sms"),
+    ({"text_sms": "{" * 81}, "text_sms"),
     ({"text_sms": "x" * 161}, "text_sms"),
     ({"text_sms": "ю" * 71}, "text_sms"),
 ]
@@ -176,6 +188,15 @@ class TestValidation:
         [record] = server.sandbox.requests()
         assert 1 == len(record.notes)
         assert record.notes[0].startswith(note)
+
+    @pytest.mark.parametrize(
+        "text_sms", ["é£" * 80, "€{" * 40, "ю" * 70], ids=["gsm", "extended", "ucs2"]
+    )
+    async def test_one_sms_is_accepted(
+        self, http: httpx.AsyncClient, text_sms: str
+    ) -> None:
+        """160 GSM-7 septets (an extension character is two), or 70 in UCS-2."""
+        assert 200 == (await send(http, {**VALID, "text_sms": text_sms})).status_code
 
     async def test_a_clean_request_has_no_notes(
         self, http: httpx.AsyncClient, server: SandboxServer

@@ -287,6 +287,29 @@ class TestCallbacks:
         assert "http://127.0.0.1:9/x " in warned[0].message
         assert "sig=" not in warned[0].message  # (the query is left out)
 
+    @pytest.mark.filterwarnings(
+        "ignore::decisiontelecom_viber.sandbox.UndeliveredCallbackWarning"
+    )
+    async def test_user_info_is_not_logged(
+        self,
+        viber_client: AsyncViberClient,
+        viber_sandbox: SandboxServer,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        with caplog.at_level(logging.WARNING, "decisiontelecom_viber.sandbox"):
+            await viber_client.send_message(
+                otp(callback_url="http://user:hunter2@127.0.0.1:9/x")
+            )
+            viber_sandbox.sandbox.advance(10)
+            await eventually(
+                lambda: viber_sandbox.sandbox.stats.callbacks_undelivered >= 1
+            )
+
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        assert "http://127.0.0.1:9/x" in logged
+        assert "hunter2" not in logged
+        assert "user" not in logged
+
 
 class TestAdminEndpoints:
     async def test_state_config_reset_messages(

@@ -103,6 +103,14 @@ class TestTheProfile:
         empty = post(sandbox, "send-viber", VALID)
         assert (200, 3) == (empty.status_code, empty.json()["code"])
 
+    def test_records_say_the_status_sent(self, sandbox: SandboxServer) -> None:
+        sandbox.sandbox.reset(SandboxConfig(profile="vendor", rate_limit=1, burst=1))
+        post(sandbox, "send-viber", VALID)
+        post(sandbox, "send-viber", VALID)
+        post(sandbox, "send-viber", {**VALID, "source_addr": ""})
+
+        assert [200, 200, 200] == [r.http_status for r in sandbox.sandbox.requests()]
+
     def test_the_default_profile_is_unchanged(self, sandbox: SandboxServer) -> None:
         sandbox.sandbox.reset(SandboxConfig())
 

@@ -368,6 +368,13 @@ class Sandbox(AdminMixin):
         payload: Any,
         notes: tuple[str, ...] = (),
     ) -> None:
+        config = self._config
+        # The status the answer goes out with (the profile decides).
+        in_200 = config.errors_with_http_200 or (
+            config.profile == "vendor" and outcome in ("invalid", *_BUSINESS_ERRORS)
+        )
+        if in_200 and status not in (None, 200) and outcome != "fault_502_html":
+            status = 200
         self._state.record_request(
             path=path,
             access_key=key,

@@ -51,8 +51,13 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        # ASCII digits only ("²" is a digit to str.isdigit, not to int), and
+        # not past int()'s limit on digit strings.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 20:
+            return int(digits)
+        return None
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
@@ -68,10 +73,11 @@ def _string(payload: Mapping[str, Any], field: str, max_chars: int) -> str:
 def _url(payload: Mapping[str, Any], field: str) -> str:
     """An absolute http(s) URL: the documentation says "a valid URL"."""
     value = payload.get(field)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or value != value.strip() or not value.isprintable():
         raise SandboxValidationError(field)
     try:
-        parts = urllib.parse.urlsplit(value.strip())
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad or out-of-range port
     except ValueError:
         raise SandboxValidationError(field) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
@@ -79,9 +85,20 @@ def _url(payload: Mapping[str, Any], field: str) -> str:
     return parts.path
 
 
+# GSM 03.38: the basic alphabet (one septet each) and its extension table
+# (an escape and a septet: two each).
+_GSM_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM_EXTENDED = frozenset("^{}\\[~]|€\f")
+
+
 def _sms_fits(text: str) -> bool:
-    """<= 160 characters of Latin text, else <= 70 (UCS-2), as documented."""
-    return len(text) <= (160 if text.isascii() else 70)
+    """One SMS, as documented: 160 GSM-7 septets, else 70 UTF-16 units (UCS-2)."""
+    if all(c in _GSM_BASIC or c in _GSM_EXTENDED for c in text):
+        return sum(2 if c in _GSM_EXTENDED else 1 for c in text) <= 160
+    return len(text.encode("utf-16-le")) // 2 <= 70
 
 
 def normalise_send(body: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -102,7 +119,11 @@ def normalise_send(body: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
     receiver = payload.get("destination_addr")
     if isinstance(receiver, int) and not isinstance(receiver, bool):
         receiver = str(receiver)
-    if not isinstance(receiver, str) or not receiver.isdigit() or len(receiver) > 20:
+    if (
+        not isinstance(receiver, str)
+        or not (receiver.isascii() and receiver.isdigit())
+        or len(receiver) > 20
+    ):
         raise SandboxValidationError("destination_addr")
     payload["destination_addr"] = receiver
     message_type = _int(payload.get("message_type"))

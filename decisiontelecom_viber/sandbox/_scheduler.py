@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -127,8 +128,10 @@ class CallbackScheduler:
                     job.url, json=payload, timeout=timeout
                 )
                 status = response.status_code
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any failure is recorded and warned
+                error = type(exc).__name__
+                if isinstance(exc, httpx.HTTPError):
+                    error = f"{error}: {exc}"
             record = CallbackRecord(job.url, payload, job.kind, status, error, attempt)
             with self._state.lock:
                 if job.generation != self._state.generation:
@@ -150,7 +153,7 @@ class CallbackScheduler:
             self._state.callbacks_undelivered += 1
         logger.warning(
             "callback to %s not delivered (%d attempt(s)): %s",
-            job.url.split("?", 1)[0],
+            _shown(job.url),
             attempts,
             _reason(record),
         )
@@ -163,6 +166,19 @@ class CallbackScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         await self._client.aclose()
+
+
+def _shown(url: str) -> str:
+    """*url* for a log line: no user info, query or fragment (tokens live there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<an invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _reason(record: CallbackRecord | None) -> str:

@@ -159,7 +159,8 @@ class AppServer:
             # Longer than clients keep idle connections, so the server never
             # closes one under a request in flight.
             timeout_keep_alive=30,
-            timeout_graceful_shutdown=5,
+            # (TLS connections kept alive idle would hold a stop for it all.)
+            timeout_graceful_shutdown=1 if self.tls else 5,
             ssl_certfile=self._ssl[0],
             ssl_keyfile=self._ssl[1],
         )
