@@ -185,7 +185,13 @@ async def test_the_last_attempt_is_cut_to_the_time_left(
         retry=RetryPolicy(attempts=5, timeout=1.0, wait_initial=0.05, wait_max=0.05),
     )
 
-    with Stopwatch() as watch, pytest.raises(OutcomeUnknownError, match="read timeout"):
+    # (Which ends it — the read timeout cut to the time left, or the
+    # deadline's own watch — is a race on a loaded machine; either way it is
+    # on time and unknown.)
+    with (
+        Stopwatch() as watch,
+        pytest.raises(OutcomeUnknownError, match=r"read timeout|deadline passed"),
+    ):
         await client.send_message(MESSAGE)
 
     assert 0.8 <= watch.elapsed <= 1.0 + SLACK
