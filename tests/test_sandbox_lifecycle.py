@@ -164,6 +164,20 @@ class TestLifecycle:
         assert (None, None) == (plain.sms_message_id, plain.sms_message_status)
 
 
+async def undeliverable(
+    client: AsyncViberClient,
+    server: SandboxServer,
+    caplog: pytest.LogCaptureFixture,
+    url: str,
+    count: int,
+) -> None:
+    """Send with a callback URL nobody serves; wait for *count* given up."""
+    with caplog.at_level(logging.WARNING, "decisiontelecom_viber.sandbox"):
+        await client.send_message(otp(callback_url=url))
+        server.sandbox.advance(10)
+        await eventually(lambda: server.sandbox.stats.callbacks_undelivered >= count)
+
+
 class TestCallbacks:
     @pytest.mark.viber_sandbox(seen_fraction=1.0)
     async def test_each_status_change_is_posted(
@@ -270,14 +284,9 @@ class TestCallbacks:
         caplog: pytest.LogCaptureFixture,
     ) -> None:
         """Failed deliveries are recorded and logged as WARNINGs, not fatal."""
-        with caplog.at_level(logging.WARNING, "decisiontelecom_viber.sandbox"):
-            await viber_client.send_message(
-                otp(callback_url="http://127.0.0.1:9/x?sig=secret-ish")
-            )
-            viber_sandbox.sandbox.advance(10)
-            await eventually(
-                lambda: viber_sandbox.sandbox.stats.callbacks_undelivered >= 2
-            )
+        await undeliverable(
+            viber_client, viber_sandbox, caplog, "http://127.0.0.1:9/x?sig=s", 2
+        )
         stats = viber_sandbox.sandbox.stats
         assert stats.callbacks_failed == stats.callbacks_undelivered  # 1 attempt
         assert all(not c.delivered for c in viber_sandbox.sandbox.callbacks())
@@ -296,14 +305,9 @@ class TestCallbacks:
         viber_sandbox: SandboxServer,
         caplog: pytest.LogCaptureFixture,
     ) -> None:
-        with caplog.at_level(logging.WARNING, "decisiontelecom_viber.sandbox"):
-            await viber_client.send_message(
-                otp(callback_url="http://user:hunter2@127.0.0.1:9/x")
-            )
-            viber_sandbox.sandbox.advance(10)
-            await eventually(
-                lambda: viber_sandbox.sandbox.stats.callbacks_undelivered >= 1
-            )
+        await undeliverable(
+            viber_client, viber_sandbox, caplog, "http://user:hunter2@127.0.0.1:9/x", 1
+        )
 
         logged = " ".join(r.getMessage() for r in caplog.records)
         assert "http://127.0.0.1:9/x" in logged
