@@ -25,6 +25,7 @@ from decisiontelecom_viber import (
 from decisiontelecom_viber.sandbox import SandboxServer
 
 from .helpers import eventually
+from .rawhttp import RawServer, delayed, respond
 from .servers import serve_in_thread
 
 
@@ -129,3 +130,31 @@ def test_the_plugin_warns_about_undelivered_callbacks(
 
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*UndeliveredCallbackWarning*never delivered*"])
+
+
+@pytest.mark.viber_sandbox(callback_timeout=0.6, delivered_after=1000)
+async def test_a_burst_beyond_the_connection_pool_waits_for_connections(
+    viber_client: AsyncViberClient, viber_sandbox: SandboxServer
+) -> None:
+    """250 callbacks at once to a receiver answering each in 0.4 s: the
+    sandbox's client has 100 connections, so the last waves wait 0.8 s and
+    more for one. That wait is no fault of the receiver (no byte has left):
+    it used to end in PoolTimeout after callback_timeout and count as
+    undelivered (the demo lost 40-300 callbacks on a loaded machine)."""
+    hooks = RawServer(default=delayed(0.4, respond(200, b"ok")))
+    async with hooks:
+        url = f"http://127.0.0.1:{hooks.port}/hooks"
+        messages = [otp(url) for _ in range(250)]
+        async with viber_client.send_messages(messages) as stream:
+            assert 250 == len([r async for r in stream if r.message_id])
+        viber_sandbox.sandbox.advance(1.5)  # "sent" (one callback each)
+
+        def settled() -> bool:
+            stats = viber_sandbox.sandbox.stats  # (a snapshot)
+            return 250 <= stats.callbacks_sent + stats.callbacks_undelivered
+
+        await eventually(settled, timeout=30)
+        stats = viber_sandbox.sandbox.stats
+
+    assert 0 == stats.callbacks_undelivered
+    assert 250 == stats.callbacks_sent == len(hooks.received)

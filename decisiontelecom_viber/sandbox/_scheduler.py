@@ -66,7 +66,14 @@ class CallbackScheduler:
         self._deliveries: set[asyncio.Task[None]] = set()
         # The last delivery per message: a message's callbacks arrive in order.
         self._last: dict[int, asyncio.Task[None]] = {}
-        self._client = httpx.AsyncClient(follow_redirects=False)
+        # As many kept-alive connections as connections: with httpx's default
+        # 20, a burst of callbacks closes and reopens a connection per
+        # callback, and the receiver's listen backlog overflows (connect
+        # timeouts) long before it is slow.
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        )
         self._task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
             self._run(), name="sandbox-callbacks"
         )
@@ -124,8 +131,11 @@ class CallbackScheduler:
             status: int | None = None
             error: str | None = None
             try:
+                # The timeout is the receiver's: a burst of callbacks queues
+                # for the pool's connections without a bound (no byte has
+                # left), or a loaded machine would call them undelivered.
                 response = await self._client.post(
-                    job.url, json=payload, timeout=timeout
+                    job.url, json=payload, timeout=httpx.Timeout(timeout, pool=None)
                 )
                 status = response.status_code
             except Exception as exc:  # noqa: BLE001 - any failure is recorded and warned
