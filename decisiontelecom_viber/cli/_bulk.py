@@ -24,16 +24,21 @@ from rich.progress import (
 
 from .._errors import ValidationError
 from .._limits import RateLimit
-from .._models import SendResult, ViberMessage
+from .._models import ViberMessage
 from ._app import api_options, make_client, run
 from ._exit import ExitCode
 from ._fields import convert_row, message_options
-from ._journal import Journal, JournalError, RowResult
+from ._job import Job
+from ._journal import Journal, JournalError, JournalLockedError, RowResult
 
 
 __all__ = ["bulk"]
 
 _JSON_LINES = (".jsonl", ".ndjson")
+# Seconds between rewrites of the results file (and syncs of the journal).
+CHECKPOINT = 2.0
+# Connection failures in a row that stop a run (the API is unreachable).
+MAX_UNREACHABLE = 20
 
 
 class RowError(Exception):
@@ -115,31 +120,27 @@ def message_for(
     return ViberMessage.from_dict(convert_row(merged))
 
 
-def result_of(row: int, result: SendResult) -> RowResult:
-    """The journal/results record of a send."""
-    if result.error is None:
-        return RowResult(row, "sent", result.message_id)
-    return RowResult(
-        row, result.outcome.value, None, type(result.error).__name__, str(result.error)
-    )
-
-
 def write_results(path: Path, results: Mapping[int, RowResult]) -> None:
     """Write every row's result in row order (atomically: a temp file, then rename)."""
     temporary = path.with_name(path.name + ".tmp")
     rows = [results[row].to_dict() for row in sorted(results)]
     with temporary.open("w", newline="", encoding="utf-8") as stream:
-        if path.suffix.lower() == ".csv":
-            writer = csv.DictWriter(
-                stream,
-                fieldnames=["row", "outcome", "message_id", "error_type", "error"],
-            )
-            writer.writeheader()
-            writer.writerows(rows)
-        else:
-            for row in rows:
-                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        _write_rows(path, stream, rows)
+        stream.flush()
+        os.fsync(stream.fileno())
     os.replace(temporary, path)
+
+
+def _write_rows(path: Path, stream: Any, rows: list[dict[str, Any]]) -> None:
+    if path.suffix.lower() == ".csv":
+        writer = csv.DictWriter(
+            stream, fieldnames=["row", "outcome", "message_id", "error_type", "error"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 class Display:
@@ -219,6 +220,20 @@ def _check_extension(path: Path, what: str) -> None:
     help="Send at most this many messages per second (default: discover the "
     "account's limit).",
 )
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="After Ctrl-C or SIGTERM, seconds to wait for the requests already "
+    "on the wire (a second signal abandons them).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Start even though --output exists without its journal (it is "
+    "replaced; rows it lists as sent are sent again).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def bulk(
@@ -233,6 +248,8 @@ def bulk(
     resume: bool,
     concurrency: int,
     rate: float | None,
+    grace: float,
+    force: bool,
     no_progress: bool,
     **shared: Any,
 ) -> int:
@@ -246,8 +263,25 @@ def bulk(
     _check_extension(input_file, "INPUT_FILE")
     _check_extension(output, "--output")
     journal_path = output.with_name(output.name + ".journal")
+    has_journal = journal_path.exists() and journal_path.stat().st_size > 0
+    if output.exists() and not has_journal and not force:
+        click.echo(
+            f"error: {output} exists without its journal ({journal_path.name}): "
+            "a run would send its rows again; choose another --output, or pass "
+            "--force to replace it",
+            err=True,
+        )
+        return int(ExitCode.INVALID)
     try:
-        journal = Journal(journal_path, input_file, resume=resume)
+        journal = Journal(
+            journal_path,
+            input_file,
+            resume=resume,
+            warn=lambda text: click.echo(f"warning: {text}", err=True),
+        )
+    except JournalLockedError as error:
+        click.echo(f"error: {error}", err=True)
+        return int(ExitCode.LOCKED)
     except JournalError as error:
         click.echo(f"error: {error}", err=True)
         return int(ExitCode.INVALID)
@@ -267,6 +301,7 @@ def bulk(
                 },
                 concurrency=concurrency,
                 rate=rate,
+                grace=grace,
                 progress=not no_progress,
             ),
         )
@@ -283,30 +318,34 @@ async def _send_file(
     client_options: dict[str, Any],
     concurrency: int,
     rate: float | None,
+    grace: float,
     progress: bool,
 ) -> int:
     rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
     client = make_client(**client_options, rate_limit=rate_limit)
-    rows_of: dict[int, int] = {}  # send index -> row number
     indexes = itertools.count()
     display = Display(count_rows(input_file), progress)
+    job = Job(
+        journal,
+        on_result=display.add,
+        write_results=lambda: write_results(output, journal.results),
+        say=lambda text: click.echo(text, err=True),
+        grace=grace,
+        checkpoint=CHECKPOINT,
+        max_unreachable=MAX_UNREACHABLE,
+    )
 
     def messages() -> Iterator[ViberMessage]:
         for row, data in read_rows(input_file):
+            if not job.taking():
+                return
             done = journal.results.get(row)
             if done is not None and done.outcome != "failed":
                 display.add(done.outcome)
                 continue
             if row in journal.in_flight:
                 # The previous run may have sent it: never send it again.
-                journal.record(
-                    RowResult(
-                        row,
-                        "unknown",
-                        error_type="OutcomeUnknownError",
-                        error="in flight when the previous run stopped; not resent",
-                    )
-                )
+                journal.record(_in_flight(row, "when the previous run stopped"))
                 display.add("unknown")
                 continue
             try:
@@ -317,18 +356,18 @@ async def _send_file(
                 )
                 display.add("failed")
                 continue
-            journal.sending(row)
-            rows_of[next(indexes)] = row
+            job.take(next(indexes), row)
             yield message
 
-    with display:
+    with display, job.signals():
         async with client:
-            stream = client.send_messages(messages(), concurrency=concurrency)
-            async with stream:
-                async for result in stream:
-                    record = result_of(rows_of.pop(result.index), result)
-                    journal.record(record)
-                    display.add(record.outcome, stream.summary.rate)
+            await job.run(client, messages(), concurrency)
+    for row in job.rows_of.values():  # abandoned on the wire
+        journal.record(_in_flight(row, "when the run was stopped"))
+    if job.stopped is not None:
+        for row, _ in read_rows(input_file):
+            if row not in journal.results and row not in journal.in_flight:
+                job.not_tried(row)
     write_results(output, journal.results)
     counts = {"sent": 0, "failed": 0, "unknown": 0}
     for record in journal.results.values():
@@ -338,5 +377,16 @@ async def _send_file(
         f"{counts['unknown']}; results in {output}",
         err=True,
     )
+    if job.stopped is not None:
+        return int(job.stopped.code)
     ok = counts["failed"] == 0 and counts["unknown"] == 0
     return int(ExitCode.OK if ok else ExitCode.PARTIAL)
+
+
+def _in_flight(row: int, when: str) -> RowResult:
+    return RowResult(
+        row,
+        "unknown",
+        error_type="OutcomeUnknownError",
+        error=f"in flight {when}; not resent",
+    )

@@ -31,5 +31,11 @@ class ExitCode(enum.IntEnum):
     """``wait`` gave up before the status was final."""
     PARTIAL = 9
     """``bulk`` finished, but some rows failed or have an unknown outcome."""
+    LOCKED = 10
+    """``bulk``: another run holds the journal; nothing was sent."""
+    STOPPED_KEY = 11
+    """``bulk`` stopped early: the API refused the access key (401/403)."""
+    STOPPED_BALANCE = 12
+    """``bulk`` stopped early: the balance is insufficient (402)."""
     INTERRUPTED = 130
-    """Interrupted (Ctrl-C)."""
+    """Interrupted (Ctrl-C, SIGTERM)."""

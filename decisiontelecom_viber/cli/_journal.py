@@ -9,11 +9,16 @@ An append-only JSON Lines file beside the results (``RESULTS.journal``):
 * ``{"row": N, "state": "sent" | "failed" | "unknown", ...}`` once it has a
   result.
 
-Records are flushed as they are written: a ``kill -9`` loses nothing the
-kernel has been handed. On resume, the last record of each row decides:
-sent rows are skipped, unknown rows and rows left ``sending`` (they may have
-been in flight when the process died) are reported as unknown and not
-resent, failed rows are tried again.
+Each record is one ``write`` of a whole line to the kernel (``O_APPEND``):
+a ``kill -9`` loses nothing the kernel has been handed, and `sync` (called
+at checkpoints and at the end) puts it on disk. A run holds an exclusive
+``flock`` on the journal throughout: a second run on the same output stops
+at once. A crash (or a full disk) can leave a last line without its
+newline: on open it is cut off, with a warning, before anything is
+appended. On resume, the last record of each row decides: sent rows are
+skipped, unknown rows and rows left ``sending`` (they may have been in
+flight when the process died) are reported as unknown and not resent,
+failed rows are tried again.
 """
 
 from __future__ import annotations
@@ -23,18 +28,22 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
 
-__all__ = ["Journal", "JournalError", "RowResult", "file_digest"]
+__all__ = ["Journal", "JournalError", "JournalLockedError", "RowResult", "file_digest"]
 
 FORMAT = 1
 
 
 class JournalError(Exception):
     """The journal cannot be used for this run (exists, or another input)."""
+
+
+class JournalLockedError(JournalError):
+    """Another run holds the journal."""
 
 
 @attrs.frozen
@@ -76,29 +85,63 @@ def file_digest(path: Path) -> str:
 
 
 class Journal:
-    """Reads an existing journal and appends to it, one flushed line per record."""
+    """Reads an existing journal and appends to it, one whole line per write.
 
-    def __init__(self, path: Path, input_path: Path, *, resume: bool) -> None:
+    Args:
+        path: The journal file.
+        input_path: The input file it records.
+        resume: Continue an existing journal (else one must not exist).
+        warn: Told what a repair of a torn journal cut off.
+
+    Raises:
+        JournalLockedError: Another run holds the journal.
+        JournalError: It exists without *resume*, or records another input.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        input_path: Path,
+        *,
+        resume: bool,
+        warn: Any = None,
+    ) -> None:
         self.path = path
         self.results: dict[int, RowResult] = {}
         self.in_flight: set[int] = set()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock(self._fd, path)
+            self._open(input_path, resume, warn)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open(self, input_path: Path, resume: bool, warn: Any) -> None:
         identity = {
             "journal": FORMAT,
             "input": str(input_path),
             "size": input_path.stat().st_size,
             "sha256": file_digest(input_path),
         }
-        existing = path.exists() and path.stat().st_size > 0
-        if existing and not resume:
+        if os.fstat(self._fd).st_size > 0 and not resume:
             raise JournalError(
-                f"{path} records an earlier run; pass --resume to continue it "
-                "(nothing sent is sent again), or choose another --output"
+                f"{self.path} records an earlier run; pass --resume to continue "
+                "it (nothing sent is sent again), or choose another --output"
             )
-        if existing:
+        cut = _repair(self._fd)
+        if cut and warn is not None:
+            warn(
+                f"cut off the journal's torn last record ({cut} bytes without "
+                "a line end, from a crash or a full disk): a row whose "
+                "'sending' record was torn was not sent; a row whose result "
+                "was torn stays 'sending' and is reported unknown"
+            )
+        if os.fstat(self._fd).st_size > 0:
             self._load(identity)
-        self._stream: IO[str] = path.open("a", encoding="utf-8")
-        if not existing:
+        else:  # new (or only a torn header: nothing was sent after it)
             self._write(identity)
+            self.sync()
 
     def _load(self, identity: dict[str, Any]) -> None:
         records = list(_read_lines(self.path))
@@ -131,12 +174,20 @@ class Journal:
                 )
 
     def _write(self, record: dict[str, Any]) -> None:
-        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        # To the kernel at once: a killed process loses none of it.
-        self._stream.flush()
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        # One write of the whole line (O_APPEND): a killed process leaves
+        # whole lines. A short write (a full disk) leaves a torn one, which
+        # the next open cuts off; this run stops here.
+        written = os.write(self._fd, line)
+        if written != len(line):
+            raise OSError(f"the journal {self.path} could not be written (disk full?)")
 
     def sending(self, row: int) -> None:
-        """Record that *row* may leave the process from now on."""
+        """Record that *row* may leave the process from now on.
+
+        Raises:
+            OSError: The record is not in the journal: *row* must not be sent.
+        """
         self._write({"row": row, "state": "sending"})
 
     def record(self, result: RowResult) -> None:
@@ -147,11 +198,52 @@ class Journal:
         record["state"] = record.pop("outcome")
         self._write(record)
 
+    def sync(self) -> None:
+        """Put what was written on disk (a checkpoint)."""
+        os.fsync(self._fd)
+
     def close(self) -> None:
-        """Flush to disk and close."""
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
+        """Sync, unlock and close."""
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalLockedError(
+            f"another run is using {path} (it holds the journal's lock); wait "
+            "for it to finish, or stop it first"
+        ) from None
+
+
+def _repair(fd: int) -> int:
+    """Cut a torn last line (no line end, or not JSON); return the bytes cut."""
+    size = os.fstat(fd).st_size
+    tail_start = max(0, size - (1 << 16))
+    tail = os.pread(fd, size - tail_start, tail_start)
+    keep = size
+    if not tail.endswith(b"\n"):
+        newline = tail.rfind(b"\n")
+        keep = tail_start + newline + 1 if newline >= 0 else 0
+    if keep > 0:
+        # A whole last line that is not a record (garbage from a crash).
+        previous = os.pread(fd, min(keep, 1 << 16), keep - min(keep, 1 << 16))
+        start = previous.rfind(b"\n", 0, len(previous) - 1) + 1
+        try:
+            json.loads(previous[start:])
+        except ValueError:
+            keep -= len(previous) - start
+    if keep < size:
+        os.ftruncate(fd, keep)
+    return size - keep
 
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:

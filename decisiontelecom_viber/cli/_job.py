@@ -1,0 +1,236 @@
+"""One ``bulk`` run as a durable job: signals, checkpoints and early stops.
+
+The journal (`_journal`) is the truth; everything here keeps the results
+file and the screen in step with it:
+
+* every *checkpoint* seconds the journal is synced to disk and the results
+  file rewritten from it atomically, so that a killed run leaves results at
+  most that far behind, never claiming a row that was not sent;
+* the first SIGINT or SIGTERM stops taking rows: requests not yet written
+  end as "not sent", those on the wire are waited for (up to *grace*
+  seconds), then the results are written; a second signal, or the end of
+  the grace period, abandons what is still on the wire (those rows stay
+  "sending" in the journal: unknown, never resent);
+* an answer that every further row would get too (401/403: the key; 402:
+  the balance) or *max_unreachable* connection failures in a row stop the
+  run the same way, and the rows not tried are recorded as not sent, so
+  that ``--resume`` sends them once the cause is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .._errors import (
+    APIConnectionError,
+    AuthenticationError,
+    InsufficientBalanceError,
+)
+from .._models import SendResult, ViberMessage
+from ._exit import ExitCode
+from ._journal import Journal, RowResult
+
+
+__all__ = ["Job", "StopReason"]
+
+
+class StopReason:
+    """Why a run stopped taking rows: the text for the rows not tried, and the code."""
+
+    def __init__(self, text: str, code: ExitCode) -> None:
+        self.text = text
+        self.code = code
+
+
+INTERRUPTED = StopReason("the run was interrupted", ExitCode.INTERRUPTED)
+
+
+def stop_reason(
+    result: SendResult, unreachable_in_a_row: int, limit: int
+) -> StopReason | None:
+    """Whether *result* says every further row would fail the same way."""
+    error = result.error
+    if isinstance(error, AuthenticationError):
+        return StopReason(
+            "the API refused the access key (401/403)", ExitCode.STOPPED_KEY
+        )
+    if isinstance(error, InsufficientBalanceError):
+        return StopReason("the balance is insufficient (402)", ExitCode.STOPPED_BALANCE)
+    if isinstance(error, APIConnectionError) and unreachable_in_a_row >= limit:
+        return StopReason(
+            f"the API could not be reached ({limit} rows in a row)",
+            ExitCode.UNREACHABLE,
+        )
+    return None
+
+
+class Job:
+    """The state of one run: which rows are out, and whether to stop.
+
+    Args:
+        journal: The run's journal.
+        on_result: Called with each recorded row and its outcome (the display).
+        write_results: Rewrites the results file from the journal.
+        say: Prints a line for the user (standard error).
+        grace: Seconds to wait for requests on the wire after a stop.
+        checkpoint: Seconds between results rewrites.
+        max_unreachable: Connection failures in a row that stop the run.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        on_result: Callable[[str], None],
+        write_results: Callable[[], None],
+        say: Callable[[str], None],
+        grace: float,
+        checkpoint: float,
+        max_unreachable: int,
+    ) -> None:
+        self.journal = journal
+        self.rows_of: dict[int, int] = {}  # send index -> row number
+        self.stopped: StopReason | None = None
+        self._on_result = on_result
+        self._write_results = write_results
+        self._say = say
+        self._grace = grace
+        self._checkpoint = checkpoint
+        self._max_unreachable = max_unreachable
+        self._unreachable = 0
+        self._stop_event = asyncio.Event()
+        self._abort_event = asyncio.Event()
+
+    # -- rows ---------------------------------------------------------------
+
+    def take(self, index: int, row: int) -> None:
+        """Row *row* goes out as send number *index* (its "sending" is recorded)."""
+        self.journal.sending(row)
+        self.rows_of[index] = row
+
+    def taking(self) -> bool:
+        """Whether rows may still be taken."""
+        return self.stopped is None
+
+    def finish(self, result: SendResult) -> None:
+        """Record the result of a send (and maybe decide to stop)."""
+        row = self.rows_of.pop(result.index)
+        record = _row_result(row, result)
+        self.journal.record(record)
+        self._on_result(record.outcome)
+        unreachable = isinstance(result.error, APIConnectionError)
+        self._unreachable = self._unreachable + 1 if unreachable else 0
+        if self.stopped is None:
+            reason = stop_reason(result, self._unreachable, self._max_unreachable)
+            if reason is not None:
+                self._say(f"stopping: {reason.text}; the rows not tried are not sent")
+                self.stop(reason)
+
+    def not_tried(self, row: int) -> None:
+        """Record a row the stopped run did not try."""
+        reason = self.stopped or INTERRUPTED
+        record = RowResult(row, "failed", None, "NotSent", f"not sent: {reason.text}")
+        self.journal.record(record)
+
+    # -- stopping -------------------------------------------------------------
+
+    def stop(self, reason: StopReason) -> None:
+        """Take no more rows; the stream is closed by `run`."""
+        if self.stopped is None:
+            self.stopped = reason
+        self._stop_event.set()
+
+    def _on_signal(self) -> None:
+        if self._stop_event.is_set():
+            self._say("aborting: the rows still in flight are reported unknown")
+            self._abort_event.set()
+            return
+        self._say(
+            f"stopping: waiting up to {self._grace:g} s for the "
+            f"{len(self.rows_of)} request(s) in flight; interrupt again to abort"
+        )
+        self.stop(INTERRUPTED)
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the run gracefully while inside."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        for number in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, self._on_signal)
+                installed.append(number)
+        try:
+            yield
+        finally:
+            for number in installed:
+                loop.remove_signal_handler(number)
+
+    # -- running ----------------------------------------------------------------
+
+    async def run(
+        self, client: Any, messages: Iterator[ViberMessage], concurrency: int
+    ) -> None:
+        """Send *messages* and record every result, until done or stopped."""
+        stream = client.send_messages(messages, concurrency=concurrency)
+        consumer = asyncio.ensure_future(self._consume(stream))
+        checkpoints = asyncio.ensure_future(self._checkpoints())
+        try:
+            stop = asyncio.ensure_future(self._stop_event.wait())
+            try:
+                await asyncio.wait(
+                    {consumer, stop}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop.cancel()
+            if not consumer.done():
+                # Stopped: close the stream (requests not written end as
+                # not sent; those on the wire finish), within the grace.
+                consumer.cancel()
+                abort = asyncio.ensure_future(self._abort_event.wait())
+                try:
+                    await asyncio.wait(
+                        {consumer, abort},
+                        timeout=self._grace,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    abort.cancel()
+                if not consumer.done():
+                    consumer.cancel()  # abandon what is on the wire
+                    if not self._abort_event.is_set():
+                        self._say("the grace period ended: rows in flight are unknown")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+            else:
+                await consumer  # (its exception, if any)
+        finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
+        for result in stream.unconsumed:
+            if result.index in self.rows_of:
+                self.finish(result)
+
+    async def _consume(self, stream: Any) -> None:
+        async with stream:
+            async for result in stream:
+                self.finish(result)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self._checkpoint)
+            self.journal.sync()
+            self._write_results()
+
+
+def _row_result(row: int, result: SendResult) -> RowResult:
+    if result.error is None:
+        return RowResult(row, "sent", result.message_id)
+    return RowResult(
+        row, result.outcome.value, None, type(result.error).__name__, str(result.error)
+    )
