@@ -209,3 +209,11 @@ def test_every_public_name_is_in_the_reference() -> None:
                 missing.append(f"{module.__name__}.{name}")
 
     assert [] == missing
+
+
+def test_the_exit_code_table_lists_every_code() -> None:
+    """docs/cli.md's table and `ExitCode` name the same codes."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text[text.index("## Exit codes") :]
+    listed = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
+    assert {int(code) for code in ExitCode} == listed
