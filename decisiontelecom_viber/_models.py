@@ -60,6 +60,10 @@ def _check_required_text(field: str, max_chars: int) -> Any:
     return check
 
 
+def _check_receiver(_: Any, __: Any, value: Any) -> None:
+    v.check_phone_number("receiver", value)
+
+
 _message_type = v.to_int_enum("message_type", MessageType)
 _source_type = v.to_int_enum("source_type", SourceType)
 _receiver = v.to_phone_number("receiver")
@@ -138,10 +142,7 @@ class ViberMessage:
     sender: str = attrs.field(
         validator=_check_required_text("sender", v.MAX_ADDRESS_CHARS)
     )
-    receiver: str = attrs.field(
-        converter=_to_receiver,
-        validator=_check_required_text("receiver", v.MAX_ADDRESS_CHARS),
-    )
+    receiver: str = attrs.field(converter=_to_receiver, validator=_check_receiver)
     message_type: MessageType = attrs.field(converter=_to_message_type)
     source_type: SourceType = attrs.field(converter=_to_source_type)
     text: str | None = attrs.field(

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 MAX_ADDRESS_CHARS = 20
+# A receiver: an E.164 number without "+" (at most 15 digits).
+MIN_PHONE_DIGITS = 7
+MAX_PHONE_DIGITS = 15
 MAX_TEXT_CHARS = 1000
 MAX_BUTTON_CAPTION_CHARS = 30
 MIN_VALIDITY_PERIOD = 40
@@ -165,6 +168,31 @@ def to_phone_number(field: str) -> Callable[[Any], Any]:
         return value
 
     return convert
+
+
+def check_phone_number(field: str, value: object) -> None:
+    """Check an international phone number without "+": 7 to 15 ASCII digits.
+
+    E.164 numbers have at most 15 digits; fewer than 7 is no country's
+    subscriber number. The message never includes the number (it is
+    personal data, and error messages end up in logs).
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {_type_name(value)}")
+    if not value:
+        raise ValidationError(field, "is required")
+    if not (value.isascii() and value.isdigit()):
+        what = "a '+'" if value.startswith("+") else "other characters"
+        raise ValidationError(
+            field,
+            f"must be digits only (international format without '+'; it has {what})",
+        )
+    if not MIN_PHONE_DIGITS <= len(value) <= MAX_PHONE_DIGITS:
+        raise ValidationError(
+            field,
+            f"must have {MIN_PHONE_DIGITS} to {MAX_PHONE_DIGITS} digits "
+            f"(it has {len(value)})",
+        )
 
 
 def check_int_range(field: str, value: object, low: int, high: int) -> None:

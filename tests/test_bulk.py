@@ -96,7 +96,7 @@ async def test_invalid_items_make_no_request(
     route = api.post("/send-viber").mock(side_effect=echo_ids)
     bad = {
         "sender": "Acme",
-        "receiver": "1",
+        "receiver": "380501234567",
         "message_type": 108,
         "source_type": 1,
         "text": "no image",

@@ -183,12 +183,12 @@ class TestClientSigning:
         route = api.post("/send-viber").mock(json_response(200, {"message_id": 1}))
 
         await client.send_message(
-            ViberMessage.transactional(sender="A", receiver="1", text="t")
+            ViberMessage.transactional(sender="A", receiver="380501234567", text="t")
         )
         await client.send_message(
             ViberMessage.transactional(
                 sender="A",
-                receiver="1",
+                receiver="380501234567",
                 text="t",
                 callback_url="https://own.example.com/cb",
             )
@@ -213,7 +213,7 @@ class TestClientSigning:
         )
         api.post("/send-viber").mock(json_response(200, {"message_id": 1}))
         messages = [
-            ViberMessage.transactional(sender="A", receiver=str(n), text="t")
+            ViberMessage.transactional(sender="A", receiver=f"38050{n:07d}", text="t")
             for n in range(3)
         ]
 
@@ -223,7 +223,7 @@ class TestClientSigning:
             httpx.URL(r.message.callback_url).params["ref"]  # type: ignore[union-attr]
             for r in results
         )
-        assert ["r-0", "r-1", "r-2"] == refs
+        assert [f"r-38050{n:07d}" for n in range(3)] == refs
 
     @pytest.mark.parametrize(
         "kwargs",

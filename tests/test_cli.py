@@ -121,14 +121,26 @@ class TestSend:
         with pytest.raises(ValidationError):
             run("--debug", *SEND[:-1], "x" * 1001)  # type: ignore[operator]
 
-    def test_refused_by_the_api(self, run: object) -> None:
-        """The API refuses a field: exit 5."""
+    def test_an_invalid_number_is_refused_before_sending(
+        self, run: object, viber_sandbox: SandboxServer
+    ) -> None:
+        """A receiver with "+": exit 4, naming the field, nothing sent."""
         code, _, err = run(  # type: ignore[operator]
             "send", "--sender", "Acme", "--receiver", "+380501234567", "--text", "hi"
         )
 
+        assert ExitCode.INVALID == code
+        assert "receiver" in err
+        assert "380501234567" not in err
+        assert 0 == viber_sandbox.sandbox.stats.requests
+
+    @pytest.mark.viber_sandbox(balance=0)
+    def test_refused_by_the_api(self, run: object) -> None:
+        """The API refuses the message (no balance): exit 5."""
+        code, _, err = run(*SEND)  # type: ignore[operator]
+
         assert ExitCode.REFUSED == code
-        assert "destination_addr" in err
+        assert "balance" in err.lower()
 
     def test_unreachable(self, run: object) -> None:
         """Nothing listening: exit 6."""
@@ -268,7 +280,7 @@ class TestBulk:
         """A line that is not JSON fails alone."""
         source = tmp_path / "in.jsonl"
         source.write_text(
-            '{"sender": "A", "receiver": "1", "text": "ok"}\n{not json\n[1, 2]\n'
+            '{"sender": "A", "receiver": "380501234567", "text": "ok"}\n{not json\n[1, 2]\n'
         )
         output = tmp_path / "out.jsonl"
 
@@ -284,7 +296,11 @@ class TestBulk:
         """A second run refuses to start over; --resume sends nothing twice."""
         source = write_csv(
             tmp_path / "in.csv",
-            [["sender", "receiver", "text"], ["A", "1", "x"], ["A", "2", "y"]],
+            [
+                ["sender", "receiver", "text"],
+                ["A", "380500000001", "x"],
+                ["A", "380500000002", "y"],
+            ],
         )
         output = tmp_path / "out.csv"
         args = ("bulk", str(source), "-o", str(output), "--no-progress")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from decisiontelecom_viber.cli import ExitCode
+from decisiontelecom_viber.cli._journal import Journal, file_digest
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .servers import unused_port
@@ -335,3 +336,95 @@ def test_stop_early_when_the_api_is_unreachable(tmp_path: Path) -> None:
     assert 3000 == len(rows)
     assert {"failed"} == {r["outcome"] for r in rows}
     assert len([r for r in rows if r["error_type"] == "NotSent"]) > 2900
+
+
+def journal_of(source: Path, *records: dict[str, Any]) -> str:
+    header = {
+        "journal": 1,
+        "input": str(source),
+        "size": source.stat().st_size,
+        "sha256": file_digest(source),
+    }
+    return "".join(json.dumps(r) + "\n" for r in (header, *records))
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_repair_cuts_only_the_last_line_however_long(
+    tmp_path: Path, torn: bool
+) -> None:
+    """An API error message can make a record longer than any read window:
+    a whole long last line is kept, a torn one is cut alone."""
+    source = rows_file(tmp_path / "in.jsonl", 5)
+    path = tmp_path / "out.jsonl.journal"
+    long = {"row": 5, "state": "failed", "error_type": "X", "error": "e" * 200_000}
+    text = journal_of(
+        source, *({"row": n, "state": "sent", "message_id": n} for n in range(1, 5))
+    )
+    path.write_text(text + (json.dumps(long) + "\n")[: -10 if torn else None])
+    warnings: list[str] = []
+
+    journal = Journal(path, source, resume=True, warn=warnings.append)
+    journal.close()
+
+    assert {1, 2, 3, 4} <= set(journal.results)
+    assert (5 in journal.results) is not torn
+    assert bool(warnings) is torn
+    assert path.read_text().startswith(text)
+    assert path.read_text().endswith("\n")
+
+
+def test_rows_left_sending_by_an_earlier_run_get_an_outcome_when_stopped(
+    tmp_path: Path,
+) -> None:
+    """A resume stopped before reaching the rows an earlier run left
+    "sending" still reports them (unknown), and every other row."""
+    source = rows_file(tmp_path / "in.jsonl", 40)
+    output = tmp_path / "out.jsonl"
+    journal = output.with_name(output.name + ".journal")
+    journal.write_text(
+        journal_of(source, *({"row": n, "state": "sending"} for n in range(30, 36)))
+    )
+    with serve_sandbox(SandboxConfig(access_key=KEY, balance=0)) as api:
+        done = finish([*command(source, output, api.base_url), "--resume"])
+
+    rows = results(output)
+    assert ExitCode.STOPPED_BALANCE == done.returncode, done.stderr
+    assert list(range(1, 41)) == [r["row"] for r in rows]
+    assert {"unknown"} == {r["outcome"] for r in rows if 30 <= r["row"] <= 35}
+    assert "unknown 6" in done.stderr
+
+
+def test_a_signal_while_starting_sends_nothing_unknown(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """SIGINT while the input is hashed and counted: rows are not sent (and
+    say so), none is left "sending", the results list every row."""
+    count = 100_000
+    source = rows_file(tmp_path / "in.jsonl", count)
+    output = tmp_path / "out.jsonl"
+    run = start(command(source, output, api.base_url))
+    wait_for(lambda: output.with_name(output.name + ".journal").exists())
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+
+    rows = results(output)
+    assert ExitCode.INTERRUPTED == run.returncode, err
+    assert count == len(rows)
+    assert not [r for r in rows if r["outcome"] == "unknown"]
+    assert (
+        len([r for r in rows if r["outcome"] == "sent"]) == api.sandbox.stats.accepted
+    )
+
+
+def test_an_unusable_journal_is_one_line_not_a_traceback(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    source = rows_file(tmp_path / "in.jsonl", 3)
+    output = tmp_path / "missing-directory" / "out.jsonl"
+
+    done = finish(command(source, output, api.base_url))
+
+    assert ExitCode.INVALID == done.returncode
+    assert done.stderr.startswith("error: cannot use the journal")
+    assert "Traceback" not in done.stderr
+    assert 0 == api.sandbox.stats.requests

@@ -62,11 +62,38 @@ def fails_on(field: str, fields: dict[str, Any]) -> ValidationError:
 
 
 class TestBoundaries:
-    @pytest.mark.parametrize("field", ["sender", "receiver"])
-    def test_addresses_up_to_20_characters(self, field: str) -> None:
-        """sender and receiver: 20 characters pass, 21 fail."""
-        assert 20 == len(getattr(build(text_message(**{field: "1" * 20})), field))
-        fails_on(field, text_message(**{field: "1" * 21}))
+    def test_sender_up_to_20_characters(self) -> None:
+        """sender: 20 characters pass, 21 fail."""
+        assert 20 == len(build(text_message(sender="A" * 20)).sender)
+        fails_on("sender", text_message(sender="A" * 21))
+
+    @pytest.mark.parametrize("receiver", ["3805012", "380501234567", "1" * 15])
+    def test_receiver_is_7_to_15_digits(self, receiver: str) -> None:
+        assert receiver == build(text_message(receiver=receiver)).receiver
+
+    @pytest.mark.parametrize(
+        ("receiver", "why"),
+        [
+            ("+380501234567", "without '+'"),
+            ("call me", "digits only"),
+            ("380 50 123 45 67", "digits only"),
+            ("\u0663\u0668\u0660\u0665\u0660\u0661\u0662\u0663", "digits only"),
+            ("38050", "7 to 15 digits (it has 5)"),
+            ("380501", "7 to 15 digits"),
+            ("1" * 16, "7 to 15 digits"),
+            ("3" * 25, "7 to 15 digits (it has 25)"),
+            (10**15, "7 to 15 digits"),
+            (38050, "7 to 15 digits"),
+        ],
+    )
+    def test_receiver_is_an_international_number(
+        self, receiver: str | int, why: str
+    ) -> None:
+        """The docs' "international format without +": E.164, digits only.
+        The error names the field and why, never the number."""
+        error = fails_on("receiver", text_message(receiver=receiver))
+        assert why in str(error)
+        assert str(receiver) not in str(error)
 
     @pytest.mark.parametrize("field", ["sender", "receiver"])
     @pytest.mark.parametrize("empty", ["", "   "])
@@ -313,11 +340,11 @@ class TestMapping:
     def test_helpers(self) -> None:
         """transactional() and promotional() pick the usual type codes."""
         otp = ViberMessage.transactional(
-            sender="A", receiver="1", text="t", text_sms="t"
+            sender="A", receiver="380501234567", text="t", text_sms="t"
         )
         promo = ViberMessage.promotional(
             sender="A",
-            receiver="1",
+            receiver="380501234567",
             text="t",
             image_url=IMAGE,
             button_caption="Go",

@@ -153,7 +153,8 @@ def valid_messages(draw: st.DrawFn) -> ViberMessage:
     fields: dict[str, Any] = {
         "sender": draw(non_blank(20)),
         "receiver": draw(
-            st.from_regex(r"[0-9]{1,20}", fullmatch=True) | st.integers(0, 10**20 - 1)
+            st.from_regex(r"[0-9]{7,15}", fullmatch=True)
+            | st.integers(10**6, 10**15 - 1)
         ),
         "message_type": draw(st.sampled_from([message_type, int(message_type)])),
         "source_type": draw(st.sampled_from([source_type, int(source_type)])),

@@ -6,7 +6,7 @@ import csv
 import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from .._models import ViberMessage
 from ._app import api_options, make_client, run
 from ._exit import ExitCode
 from ._fields import convert_row, message_options
-from ._job import Job
+from ._job import INTERRUPTED, Job, early_signals
 from ._journal import Journal, JournalError, JournalLockedError, RowResult
 
 
@@ -272,41 +272,50 @@ def bulk(
             err=True,
         )
         return int(ExitCode.INVALID)
-    try:
-        journal = Journal(
-            journal_path,
-            input_file,
-            resume=resume,
-            warn=lambda text: click.echo(f"warning: {text}", err=True),
-        )
-    except JournalLockedError as error:
-        click.echo(f"error: {error}", err=True)
-        return int(ExitCode.LOCKED)
-    except JournalError as error:
-        click.echo(f"error: {error}", err=True)
-        return int(ExitCode.INVALID)
-    try:
-        return run(
-            ctx,
-            _send_file(
-                journal,
+    # Until the event loop's handlers take over, a signal is only noted: a
+    # run interrupted while it hashes and counts its input starts stopped.
+    with early_signals() as interrupted:
+        try:
+            journal = Journal(
+                journal_path,
                 input_file,
-                output,
-                shared,
-                client_options={
-                    "access_key": access_key,
-                    "base_url": base_url,
-                    "allow_insecure_http": allow_insecure_http,
-                    "attempts": attempts,
-                },
-                concurrency=concurrency,
-                rate=rate,
-                grace=grace,
-                progress=not no_progress,
-            ),
-        )
-    finally:
-        journal.close()
+                resume=resume,
+                warn=lambda text: click.echo(f"warning: {text}", err=True),
+            )
+        except JournalLockedError as error:
+            click.echo(f"error: {error}", err=True)
+            return int(ExitCode.LOCKED)
+        except JournalError as error:
+            click.echo(f"error: {error}", err=True)
+            return int(ExitCode.INVALID)
+        except OSError as error:
+            click.echo(
+                f"error: cannot use the journal {journal_path}: {error}", err=True
+            )
+            return int(ExitCode.INVALID)
+        try:
+            return run(
+                ctx,
+                _send_file(
+                    journal,
+                    input_file,
+                    output,
+                    shared,
+                    client_options={
+                        "access_key": access_key,
+                        "base_url": base_url,
+                        "allow_insecure_http": allow_insecure_http,
+                        "attempts": attempts,
+                    },
+                    concurrency=concurrency,
+                    rate=rate,
+                    grace=grace,
+                    progress=not no_progress,
+                    interrupted=interrupted,
+                ),
+            )
+        finally:
+            journal.close()
 
 
 async def _send_file(
@@ -320,14 +329,20 @@ async def _send_file(
     rate: float | None,
     grace: float,
     progress: bool,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> int:
     rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
     client = make_client(**client_options, rate_limit=rate_limit)
     indexes = itertools.count()
-    display = Display(count_rows(input_file), progress)
+    display: Display | None = None
+
+    def shown(outcome: str) -> None:
+        if display is not None:
+            display.add(outcome)
+
     job = Job(
         journal,
-        on_result=display.add,
+        on_result=shown,
         write_results=lambda: write_results(output, journal.results),
         say=lambda text: click.echo(text, err=True),
         grace=grace,
@@ -341,12 +356,12 @@ async def _send_file(
                 return
             done = journal.results.get(row)
             if done is not None and done.outcome != "failed":
-                display.add(done.outcome)
+                shown(done.outcome)
                 continue
             if row in journal.in_flight:
                 # The previous run may have sent it: never send it again.
                 journal.record(_in_flight(row, "when the previous run stopped"))
-                display.add("unknown")
+                shown("unknown")
                 continue
             try:
                 message = message_for(data, shared)
@@ -354,21 +369,27 @@ async def _send_file(
                 journal.record(
                     RowResult(row, "failed", None, "ValidationError", str(error))
                 )
-                display.add("failed")
+                shown("failed")
                 continue
             job.take(next(indexes), row)
             yield message
 
-    with display, job.signals():
-        async with client:
-            await job.run(client, messages(), concurrency)
-    for row in job.rows_of.values():  # abandoned on the wire
-        journal.record(_in_flight(row, "when the run was stopped"))
-    if job.stopped is not None:
-        for row, _ in read_rows(input_file):
-            if row not in journal.results and row not in journal.in_flight:
-                job.not_tried(row)
-    write_results(output, journal.results)
+    # The handlers first: a signal while the input is counted stops the run
+    # before anything is sent.
+    with job.signals():
+        if interrupted():
+            click.echo("stopping: interrupted before sending anything", err=True)
+            job.stop(INTERRUPTED)
+        display = Display(count_rows(input_file), progress)
+        try:
+            with display:
+                async with client:
+                    await job.run(client, messages(), concurrency)
+        finally:
+            # On every exit (an abort's cancellation included): the journal
+            # gives every row an outcome, and the results say so.
+            _record_the_rest(job, input_file)
+            write_results(output, journal.results)
     counts = {"sent": 0, "failed": 0, "unknown": 0}
     for record in journal.results.values():
         counts[record.outcome] = counts.get(record.outcome, 0) + 1
@@ -381,6 +402,20 @@ async def _send_file(
         return int(job.stopped.code)
     ok = counts["failed"] == 0 and counts["unknown"] == 0
     return int(ExitCode.OK if ok else ExitCode.PARTIAL)
+
+
+def _record_the_rest(job: Job, input_file: Path) -> None:
+    """Give the rows this run left without an outcome one."""
+    journal = job.journal
+    for row in list(job.rows_of.values()):  # abandoned on the wire
+        journal.record(_in_flight(row, "when the run was stopped"))
+    job.rows_of.clear()
+    for row in list(journal.in_flight):  # the previous run's, not reached
+        journal.record(_in_flight(row, "when the previous run stopped"))
+    if job.stopped is not None:
+        for row, _ in read_rows(input_file):
+            if row not in journal.results:
+                job.not_tried(row)
 
 
 def _in_flight(row: int, when: str) -> RowResult:

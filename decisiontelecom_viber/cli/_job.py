@@ -35,7 +35,7 @@ from ._exit import ExitCode
 from ._journal import Journal, RowResult
 
 
-__all__ = ["Job", "StopReason"]
+__all__ = ["INTERRUPTED", "Job", "StopReason", "early_signals"]
 
 
 class StopReason:
@@ -47,6 +47,31 @@ class StopReason:
 
 
 INTERRUPTED = StopReason("the run was interrupted", ExitCode.INTERRUPTED)
+
+
+@contextlib.contextmanager
+def early_signals() -> Iterator[Callable[[], bool]]:
+    """Note SIGINT/SIGTERM instead of dying (a second one interrupts at once).
+
+    Yields whether one came. Inside, `Job.signals` (the event loop's
+    handlers) takes over.
+    """
+    received: list[int] = []
+
+    def note(number: int, _: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(number)
+
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[number] = signal.signal(number, note)
+    try:
+        yield lambda: bool(received)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def stop_reason(
@@ -208,6 +233,11 @@ class Job:
                     await consumer
             else:
                 await consumer  # (its exception, if any)
+        except BaseException:
+            # Cancelled from outside (an abort): what is on the wire is
+            # abandoned (asyncio.run cancels and awaits what is left).
+            consumer.cancel()
+            raise
         finally:
             checkpoints.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,10 +252,16 @@ class Job:
                 self.finish(result)
 
     async def _checkpoints(self) -> None:
+        interval = self._checkpoint
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self._checkpoint)
+            await asyncio.sleep(interval)
+            started = loop.time()
             self.journal.sync()
             self._write_results()
+            # A rewrite blocks the loop (a million rows: seconds): keep it
+            # under a tenth of the time.
+            interval = max(self._checkpoint, 10 * (loop.time() - started))
 
 
 def _row_result(row: int, result: SendResult) -> RowResult:

@@ -132,8 +132,8 @@ class Journal:
         cut = _repair(self._fd)
         if cut and warn is not None:
             warn(
-                f"cut off the journal's torn last record ({cut} bytes without "
-                "a line end, from a crash or a full disk): a row whose "
+                f"cut off the journal's torn last record ({cut} bytes, from a "
+                "crash or a full disk): a row whose "
                 "'sending' record was torn was not sent; a row whose result "
                 "was torn stays 'sending' and is reported unknown"
             )
@@ -225,25 +225,39 @@ def _lock(fd: int, path: Path) -> None:
 
 
 def _repair(fd: int) -> int:
-    """Cut a torn last line (no line end, or not JSON); return the bytes cut."""
+    """Cut a torn last line (no line end, or not JSON); return the bytes cut.
+
+    Only the last line is ever cut, however long it is (an API error
+    message can make a record of any length).
+    """
     size = os.fstat(fd).st_size
-    tail_start = max(0, size - (1 << 16))
-    tail = os.pread(fd, size - tail_start, tail_start)
-    keep = size
-    if not tail.endswith(b"\n"):
-        newline = tail.rfind(b"\n")
-        keep = tail_start + newline + 1 if newline >= 0 else 0
-    if keep > 0:
-        # A whole last line that is not a record (garbage from a crash).
-        previous = os.pread(fd, min(keep, 1 << 16), keep - min(keep, 1 << 16))
-        start = previous.rfind(b"\n", 0, len(previous) - 1) + 1
+    if size == 0:
+        return 0
+    if os.pread(fd, 1, size - 1) == b"\n":
+        start = _line_start(fd, size - 1)
         try:
-            json.loads(previous[start:])
+            json.loads(os.pread(fd, size - start, start))
         except ValueError:
-            keep -= len(previous) - start
-    if keep < size:
-        os.ftruncate(fd, keep)
-    return size - keep
+            pass  # a whole line that is not a record: garbage from a crash
+        else:
+            return 0
+    else:
+        start = _line_start(fd, size)
+    os.ftruncate(fd, start)
+    return size - start
+
+
+def _line_start(fd: int, end: int) -> int:
+    """Where the line holding the bytes before *end* starts (after a newline)."""
+    chunk = 1 << 16
+    position = end
+    while position > 0:
+        begin = max(0, position - chunk)
+        newline = os.pread(fd, position - begin, begin).rfind(b"\n")
+        if newline >= 0:
+            return begin + newline + 1
+        position = begin
+    return 0
 
 
 def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
