@@ -280,7 +280,8 @@ class TestBulk:
         """A line that is not JSON fails alone."""
         source = tmp_path / "in.jsonl"
         source.write_text(
-            '{"sender": "A", "receiver": "380501234567", "text": "ok"}\n{not json\n[1, 2]\n'
+            '{"sender": "A", "receiver": "380501234567", "text": "ok"}\n'
+            "{not json\n[1, 2]\n"
         )
         output = tmp_path / "out.jsonl"
 

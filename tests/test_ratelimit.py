@@ -427,7 +427,9 @@ def simulate(
             **client,
         ) as viber:
             messages = (
-                ViberMessage.transactional(sender="A", receiver="380501234567", text=f"m{n}")
+                ViberMessage.transactional(
+                    sender="A", receiver="380501234567", text=f"m{n}"
+                )
                 for n in range(count)
             )
             start = clock.monotonic()
@@ -508,7 +510,9 @@ class TestConvergence:
             ) as viber:
                 asyncio.get_running_loop().create_task(lower_later())
                 messages = (
-                    ViberMessage.transactional(sender="A", receiver="380501234567", text=f"m{n}")
+                    ViberMessage.transactional(
+                        sender="A", receiver="380501234567", text=f"m{n}"
+                    )
                     for n in range(1500)
                 )
                 assert 1500 == sum([r.ok async for r in viber.send_messages(messages)])
@@ -680,13 +684,17 @@ def campaign_with_singles(
             async def single(n: int) -> None:
                 start = clock.monotonic()
                 await viber.send_message(
-                    ViberMessage.transactional(sender="A", receiver="380501234567", text=f"o{n}")
+                    ViberMessage.transactional(
+                        sender="A", receiver="380501234567", text=f"o{n}"
+                    )
                 )
                 latencies.append(clock.monotonic() - start)
 
             async def campaign() -> float:
                 messages = (
-                    ViberMessage.transactional(sender="A", receiver="380501234567", text=f"m{n}")
+                    ViberMessage.transactional(
+                        sender="A", receiver="380501234567", text=f"m{n}"
+                    )
                     for n in range(1500)
                 )
                 start = clock.monotonic()

@@ -46,7 +46,9 @@ async def test_key_absent_from_debug_logs_errors_and_tracebacks(
         ]
     )
     client = make_client()
-    message = ViberMessage.transactional(sender="Acme", receiver="380501234567", text="t")
+    message = ViberMessage.transactional(
+        sender="Acme", receiver="380501234567", text="t"
+    )
     errors: list[ViberError] = []
 
     with (

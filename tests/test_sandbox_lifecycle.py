@@ -424,7 +424,9 @@ def test_pytest_plugin_in_a_users_suite(pytester: pytest.Pytester) -> None:
         import pytest
         from decisiontelecom_viber import RateLimitError, ViberMessage
 
-        MESSAGE = ViberMessage.transactional(sender="A", receiver="380501234567", text="t")
+        MESSAGE = ViberMessage.transactional(
+            sender="A", receiver="380501234567", text="t"
+        )
 
         async def test_send(viber_client, viber_sandbox):
             message_id = await viber_client.send_message(MESSAGE)
