@@ -470,3 +470,131 @@ def test_help_and_missing_extra(
     code = main(["--help"])
     assert ExitCode.CONFIGURATION == code
     assert "decisiontelecom-viber[cli]" in capsys.readouterr().err
+
+
+class TestBulkInput:
+    """The input is checked before any request (exit 2, nothing sent)."""
+
+    def bulk(self, run: object, source: Path, *extra: str) -> Run:
+        output = source.with_name("out.csv")
+        return run("bulk", str(source), "-o", str(output), "--no-progress", *extra)  # type: ignore[operator,no-any-return]
+
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            (["sender", "reciever", "text"], "unknown column(s) 'reciever'"),
+            (["sender", "text"], "no receiver column"),
+        ],
+    )
+    def test_a_bad_header_is_one_error(
+        self,
+        run: object,
+        tmp_path: Path,
+        viber_sandbox: SandboxServer,
+        header: list[str],
+        expected: str,
+    ) -> None:
+        source = write_csv(tmp_path / "in.csv", [header, ["A", "380500000001", "t"]])
+
+        code, _, err = self.bulk(run, source)
+
+        assert ExitCode.USAGE == code
+        assert expected in err
+        assert "the columns are: sender, receiver" in err
+        assert 0 == viber_sandbox.sandbox.stats.requests
+        assert not (tmp_path / "out.csv.journal").exists()
+
+    def test_a_flag_may_give_a_missing_column(
+        self, run: object, tmp_path: Path
+    ) -> None:
+        source = write_csv(
+            tmp_path / "in.csv", [["receiver", "text"], ["380500000001", "t"]]
+        )
+
+        code, _, _ = self.bulk(run, source, "--sender", "Acme")
+
+        assert ExitCode.OK == code
+
+    @pytest.mark.parametrize(
+        ("delimiter", "flag"), [(";", ()), ("\t", ()), (";", ("--delimiter", ";"))]
+    )
+    def test_semicolons_and_tabs(
+        self,
+        run: object,
+        tmp_path: Path,
+        viber_sandbox: SandboxServer,
+        delimiter: str,
+        flag: tuple[str, ...],
+    ) -> None:
+        """Excel's ";" (many locales) and tabs are detected, or given."""
+        source = tmp_path / "in.csv"
+        source.write_text(
+            "\n".join(
+                delimiter.join(cells)
+                for cells in [
+                    ["sender", "receiver", "text"],
+                    ["A", "380500000001", "hello, world"],
+                    ["A", "380500000002", "two"],
+                ]
+            )
+            + "\n"
+        )
+
+        code, _, err = self.bulk(run, source, *flag)
+
+        assert ExitCode.OK == code, err
+        assert {"hello, world", "two"} == {
+            m.text for m in viber_sandbox.sandbox.messages()
+        }
+
+    def test_the_wrong_delimiter_is_named(self, run: object, tmp_path: Path) -> None:
+        source = tmp_path / "in.csv"
+        source.write_text("sender;receiver;text\nA;380500000001;t\n")
+
+        code, _, err = self.bulk(run, source, "--delimiter", ",")
+
+        assert ExitCode.USAGE == code
+        assert "--delimiter" in err
+
+    @pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+    def test_an_empty_file(self, run: object, tmp_path: Path, name: str) -> None:
+        source = tmp_path / name
+        source.write_text("")
+
+        code, _, err = self.bulk(run, source)
+
+        assert ExitCode.USAGE == code
+        assert "is empty" in err
+
+    def test_an_unclosed_quote_is_refused_up_front(
+        self, run: object, tmp_path: Path, viber_sandbox: SandboxServer
+    ) -> None:
+        """It would swallow every line after it into one text."""
+        source = tmp_path / "in.csv"
+        source.write_text(
+            'sender,receiver,text\nA,380500000001,ok\nA,380500000002,"oops\n'
+            "A,380500000003,three\n"
+        )
+
+        code, _, err = self.bulk(run, source)
+
+        assert ExitCode.USAGE == code
+        assert "line 3" in err
+        assert "unclosed quote" in err
+        assert 0 == viber_sandbox.sandbox.stats.requests
+
+    def test_a_short_row_fails_alone(
+        self, run: object, tmp_path: Path, viber_sandbox: SandboxServer
+    ) -> None:
+        source = tmp_path / "in.csv"
+        source.write_text(
+            "sender,receiver,text\nA,380500000001,ok\nA,380500000002\nA,380500000003,x\n"
+        )
+
+        code, _, _ = self.bulk(run, source)
+
+        rows = list(csv.DictReader((tmp_path / "out.csv").read_text().splitlines()))
+        assert ExitCode.PARTIAL == code
+        assert ["sent", "failed", "sent"] == [r["outcome"] for r in rows]
+        assert "fewer cells" in rows[1]["error"]
+        assert 2 == viber_sandbox.sandbox.stats.accepted

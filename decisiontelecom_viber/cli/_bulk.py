@@ -28,6 +28,7 @@ from .._models import ViberMessage
 from ._app import api_options, make_client, run
 from ._exit import ExitCode
 from ._fields import convert_row, message_options
+from ._input import InputError, check_csv, detect_delimiter
 from ._job import INTERRUPTED, Job, early_signals
 from ._journal import Journal, JournalError, JournalLockedError, RowResult
 
@@ -45,18 +46,25 @@ class RowError(Exception):
     """A row that cannot be read (not JSON, not UTF-8, too many cells)."""
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+def read_rows(
+    path: Path, delimiter: str = ","
+) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     """(row number, row or why it is unreadable), lazily, for CSV or JSON Lines."""
     if path.suffix.lower() == ".csv":
-        yield from _csv_rows(path)
+        yield from _csv_rows(path, delimiter)
     else:
         yield from _json_rows(path)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
+def _csv_rows(
+    path: Path, delimiter: str
+) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     # surrogateescape: a stray byte spoils its row only, not the whole file.
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter=delimiter)
+        # (Header cells stripped, as `check_csv` reads them.)
+        if reader.fieldnames is not None:
+            reader.fieldnames = [name.strip() for name in reader.fieldnames]
         number = 0
         while True:
             try:
@@ -74,6 +82,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
 def _check_csv_row(row: dict[str | None, Any]) -> Mapping[str, Any] | RowError:
     if None in row:
         return RowError("the row has more cells than the header")
+    if None in row.values():
+        return RowError("the row has fewer cells than the header")
     for value in row.values():
         if isinstance(value, str) and any(0xDC80 <= ord(c) <= 0xDCFF for c in value):
             return RowError("the row is not valid UTF-8")
@@ -98,9 +108,9 @@ def _json_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]
             yield number, row
 
 
-def count_rows(path: Path) -> int:
+def count_rows(path: Path, delimiter: str = ",") -> int:
     """The number of rows, for the progress bar (one cheap pass)."""
-    return sum(1 for _ in read_rows(path))
+    return sum(1 for _ in read_rows(path, delimiter))
 
 
 def message_for(
@@ -234,6 +244,12 @@ def _check_extension(path: Path, what: str) -> None:
     help="Start even though --output exists without its journal (it is "
     "replaced; rows it lists as sent are sent again).",
 )
+@click.option(
+    "--delimiter",
+    type=click.Choice([",", ";", "tab"]),
+    help="The CSV delimiter (default: detected from the header line among , ; "
+    "and tab).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def bulk(
@@ -250,6 +266,7 @@ def bulk(
     rate: float | None,
     grace: float,
     force: bool,
+    delimiter: str | None,
     no_progress: bool,
     **shared: Any,
 ) -> int:
@@ -262,6 +279,19 @@ def bulk(
     """
     _check_extension(input_file, "INPUT_FILE")
     _check_extension(output, "--output")
+    if delimiter == "tab":
+        delimiter = "\t"
+    if input_file.suffix.lower() == ".csv":
+        delimiter = delimiter or detect_delimiter(input_file)
+        try:
+            check_csv(input_file, delimiter, shared)
+        except InputError as error:
+            click.echo(f"error: {error}", err=True)
+            return int(ExitCode.USAGE)
+    elif input_file.stat().st_size == 0:
+        click.echo(f"error: {input_file} is empty: no rows", err=True)
+        return int(ExitCode.USAGE)
+    delimiter = delimiter or ","
     journal_path = output.with_name(output.name + ".journal")
     has_journal = journal_path.exists() and journal_path.stat().st_size > 0
     if output.exists() and not has_journal and not force:
@@ -312,6 +342,7 @@ def bulk(
                     grace=grace,
                     progress=not no_progress,
                     interrupted=interrupted,
+                    delimiter=delimiter,
                 ),
             )
         finally:
@@ -330,6 +361,7 @@ async def _send_file(
     grace: float,
     progress: bool,
     interrupted: Callable[[], bool] = lambda: False,
+    delimiter: str = ",",
 ) -> int:
     rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
     client = make_client(**client_options, rate_limit=rate_limit)
@@ -351,7 +383,7 @@ async def _send_file(
     )
 
     def messages() -> Iterator[ViberMessage]:
-        for row, data in read_rows(input_file):
+        for row, data in read_rows(input_file, delimiter):
             if not job.taking():
                 return
             done = journal.results.get(row)
@@ -380,7 +412,7 @@ async def _send_file(
         if interrupted():
             click.echo("stopping: interrupted before sending anything", err=True)
             job.stop(INTERRUPTED)
-        display = Display(count_rows(input_file), progress)
+        display = Display(count_rows(input_file, delimiter), progress)
         try:
             with display:
                 async with client:
@@ -388,7 +420,7 @@ async def _send_file(
         finally:
             # On every exit (an abort's cancellation included): the journal
             # gives every row an outcome, and the results say so.
-            _record_the_rest(job, input_file)
+            _record_the_rest(job, input_file, delimiter)
             write_results(output, journal.results)
     counts = {"sent": 0, "failed": 0, "unknown": 0}
     for record in journal.results.values():
@@ -404,7 +436,7 @@ async def _send_file(
     return int(ExitCode.OK if ok else ExitCode.PARTIAL)
 
 
-def _record_the_rest(job: Job, input_file: Path) -> None:
+def _record_the_rest(job: Job, input_file: Path, delimiter: str) -> None:
     """Give the rows this run left without an outcome one."""
     journal = job.journal
     for row in list(job.rows_of.values()):  # abandoned on the wire
@@ -413,7 +445,7 @@ def _record_the_rest(job: Job, input_file: Path) -> None:
     for row in list(journal.in_flight):  # the previous run's, not reached
         journal.record(_in_flight(row, "when the previous run stopped"))
     if job.stopped is not None:
-        for row, _ in read_rows(input_file):
+        for row, _ in read_rows(input_file, delimiter):
             if row not in journal.results:
                 job.not_tried(row)
 
