@@ -59,7 +59,9 @@ class BulkSummary:
     """Where a bulk call stands (final once ``done``).
 
     Attributes:
-        total: Items handled so far (results yielded or ready).
+        total: Items finished so far (results yielded or ready), not the
+            number of inputs: a stream reads its input lazily and may not
+            know that number. Equal to it once the stream is done.
         outcomes: Items per outcome (``"sent"``, ``"failed"``, ``"unknown"``
             for sends; ``"ok"``, ``"failed"`` for status lookups).
         attempts: Requests sent for these items, retries included.

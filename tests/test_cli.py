@@ -598,3 +598,31 @@ class TestBulkInput:
         assert ["sent", "failed", "sent"] == [r["outcome"] for r in rows]
         assert "fewer cells" in rows[1]["error"]
         assert 2 == viber_sandbox.sandbox.stats.accepted
+
+
+class TestSmallThings:
+    def test_errors_name_flags_not_the_python_api(
+        self, run: object, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("DECISIONTELECOM_ACCESS_KEY")
+        code, _, err = run(*SEND)  # type: ignore[operator]
+        assert ExitCode.CONFIGURATION == code
+        assert "--access-key" in err
+        assert "AsyncViberClient" not in err
+
+        code, _, err = run(  # type: ignore[operator]
+            *SEND, "--access-key", "k", "--base-url", "http://api.example.com/v1"
+        )
+        assert ExitCode.CONFIGURATION == code
+        assert "--allow-insecure-http" in err
+        assert "--base-url" in err
+        assert "allow_insecure_http=True" not in err
+
+    @pytest.mark.parametrize(
+        "option", [("--interval", "0"), ("--interval", "0.1"), ("--timeout", "-1")]
+    )
+    def test_wait_refuses_a_busy_loop(
+        self, run: object, option: tuple[str, str]
+    ) -> None:
+        code, _, _ = run("wait", "5", *option)  # type: ignore[operator]
+        assert ExitCode.USAGE == code

@@ -428,3 +428,21 @@ def test_an_unusable_journal_is_one_line_not_a_traceback(
     assert done.stderr.startswith("error: cannot use the journal")
     assert "Traceback" not in done.stderr
     assert 0 == api.sandbox.stats.requests
+
+
+def test_without_a_terminal_progress_is_a_plain_line(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """A log or a CI job gets a progress line every few seconds and at the
+    end, no bar."""
+    source = rows_file(tmp_path / "in.jsonl", 30)
+    args = command(source, tmp_path / "out.jsonl", api.base_url)
+    args.remove("--no-progress")
+
+    done = finish(args)
+
+    lines = [line for line in done.stderr.splitlines() if line.startswith("sending:")]
+    assert ExitCode.OK == done.returncode
+    assert lines, done.stderr
+    assert lines[-1].startswith("sending: 30/30 rows")
+    assert "\x1b[" not in done.stderr  # no terminal control codes

@@ -32,10 +32,24 @@ __all__ = ["cli", "run_cli"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# The SDK's errors name its Python API; the command line's name its flags.
+_FLAGS = (
+    ("pass AsyncViberClient(access_key=...)", "pass --access-key"),
+    ("allow_insecure_http=True", "--allow-insecure-http"),
+    ("base_url", f"--base-url ({BASE_URL_ENV})"),
+)
+
+
+def _in_flags(text: str) -> str:
+    for python, flag in _FLAGS:
+        text = text.replace(python, flag)
+    return text
+
+
 def describe(error: BaseException) -> tuple[ExitCode, str]:
     """The exit code and the one-line message for an error."""
     if isinstance(error, ConfigurationError):
-        return ExitCode.CONFIGURATION, str(error)
+        return ExitCode.CONFIGURATION, _in_flags(str(error))
     if isinstance(error, ValidationError):
         return ExitCode.INVALID, f"invalid message: {error}"
     if isinstance(error, StatusTimeoutError):
@@ -231,13 +245,19 @@ def status(
 @api_options
 @click.argument("message_id", type=click.IntRange(min=0))
 @click.option(
-    "--timeout", default=300.0, show_default=True, help="Seconds to wait in all."
+    "--timeout",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait in all.",
 )
 @click.option(
     "--interval",
     default=1.0,
     show_default=True,
-    help="First interval between lookups, in seconds (it grows up to 30 s).",
+    type=click.FloatRange(min=0.5),
+    help="First interval between lookups, in seconds, at least 0.5 (it grows "
+    "up to 30 s).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context

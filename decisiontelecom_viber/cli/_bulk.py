@@ -11,21 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from .._errors import ValidationError
 from .._limits import RateLimit
 from .._models import ViberMessage
 from ._app import api_options, make_client, run
+from ._display import Display
 from ._exit import ExitCode
 from ._fields import convert_row, message_options
 from ._input import InputError, check_csv, detect_delimiter
@@ -151,48 +142,6 @@ def _write_rows(path: Path, stream: Any, rows: list[dict[str, Any]]) -> None:
     else:
         for row in rows:
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-class Display:
-    """The progress bar (or nothing, with --no-progress)."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.counts = {"sent": 0, "failed": 0, "unknown": 0}
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-        if enabled:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>6.1f}/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[counts]}"),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._progress.add_task(
-                "sending", total=total, rate=0.0, counts=self._text()
-            )
-
-    def _text(self) -> str:
-        c = self.counts
-        return f"ok {c['sent']}  failed {c['failed']}  unknown {c['unknown']}"
-
-    def __enter__(self) -> Display:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    def add(self, outcome: str, rate: float = 0.0) -> None:
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=1, rate=rate, counts=self._text())
 
 
 def _check_extension(path: Path, what: str) -> None:
