@@ -171,7 +171,7 @@ class TestStatus:
         _, out, _ = run(*SEND)  # type: ignore[operator]
         message_id = out.strip()
 
-        code, waited, _ = run("wait", message_id, "--interval", "0.01", "--json")  # type: ignore[operator]
+        code, waited, _ = run("wait", message_id, "--interval", "0.5", "--json")  # type: ignore[operator]
         status_code, lines, _ = run("status", message_id, message_id)  # type: ignore[operator]
 
         assert ExitCode.OK == code
@@ -185,7 +185,7 @@ class TestStatus:
         _, out, _ = run(*SEND)  # type: ignore[operator]
 
         code, _, err = run(  # type: ignore[operator]
-            "wait", out.strip(), "--timeout", "0.3", "--interval", "0.05"
+            "wait", out.strip(), "--timeout", "0.3", "--interval", "0.5"
         )
 
         assert ExitCode.TIMEOUT == code
