@@ -52,10 +52,13 @@ def _csv_rows(
 ) -> Iterator[tuple[int, Mapping[str, Any] | RowError]]:
     # surrogateescape: a stray byte spoils its row only, not the whole file.
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        # (Header cells stripped, as `check_csv` reads them.)
-        if reader.fieldnames is not None:
-            reader.fieldnames = [name.strip() for name in reader.fieldnames]
+        # The header as `check_csv` reads it: past blank lines, stripped.
+        header = next((r for r in csv.reader(f, delimiter=delimiter) if r), None)
+        if header is None:
+            return
+        reader = csv.DictReader(
+            f, fieldnames=[name.strip() for name in header], delimiter=delimiter
+        )
         number = 0
         while True:
             try:
@@ -242,8 +245,13 @@ def bulk(
         return int(ExitCode.USAGE)
     delimiter = delimiter or ","
     journal_path = output.with_name(output.name + ".journal")
-    has_journal = journal_path.exists() and journal_path.stat().st_size > 0
-    if output.exists() and not has_journal and not force:
+    try:
+        has_journal = journal_path.exists() and journal_path.stat().st_size > 0
+        has_output = output.exists()
+    except OSError as error:
+        click.echo(f"error: cannot use the journal {journal_path}: {error}", err=True)
+        return int(ExitCode.INVALID)
+    if has_output and not has_journal and not force:
         click.echo(
             f"error: {output} exists without its journal ({journal_path.name}): "
             "a run would send its rows again; choose another --output, or pass "
@@ -260,6 +268,7 @@ def bulk(
                 input_file,
                 resume=resume,
                 warn=lambda text: click.echo(f"warning: {text}", err=True),
+                delimiter=delimiter if input_file.suffix.lower() == ".csv" else None,
             )
         except JournalLockedError as error:
             click.echo(f"error: {error}", err=True)

@@ -35,8 +35,12 @@ def _open(path: Path) -> Any:
 
 def detect_delimiter(path: Path) -> str:
     """The delimiter of the header line: the one of `DELIMITERS` it has most of."""
+    header = ""
     with _open(path) as stream:
-        header = stream.readline()
+        for line in stream:
+            if line.strip():  # (the reader skips blank lines too)
+                header = line
+                break
     counts = {d: header.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: counts[d])
     return best if counts[best] else ","
@@ -50,27 +54,55 @@ def check_csv(path: Path, delimiter: str, shared: Mapping[str, Any]) -> None:
     """
     with _open(path) as stream:
         reader = csv.reader(stream, delimiter=delimiter, strict=True)
+        header: list[str] | None = None
         try:
-            header = next(reader, None)
+            for record in reader:
+                if record:  # blank lines before the header are skipped
+                    header = record
+                    break
         except csv.Error as error:
             raise InputError(f"the header row is unreadable: {error}") from None
         if header is None or not any(cell.strip() for cell in header):
             raise InputError(f"{path} is empty: no header row, no rows")
         _check_header(header, delimiter, shared)
-        start = reader.line_num
+        _check_quoting(reader)
+
+
+def _check_quoting(reader: Any) -> None:
+    """Refuse a quote left open: it swallows every line after it.
+
+    Other unreadable rows (a bad quote inside a cell, a huge cell) fail
+    alone when they are sent.
+    """
+    while True:
+        start = reader.line_num + 1  # where the next record begins
         try:
-            for _ in reader:
-                start = reader.line_num + 1
+            next(reader)
+        except StopIteration:
+            return
         except csv.Error as error:
-            raise InputError(
-                f"line {start}: {error} (an unclosed quote would swallow every "
-                "line after it); fix the quoting, nothing was sent"
-            ) from None
+            if "unexpected end of data" in str(error):
+                raise InputError(
+                    f"line {start}: a quote opened there is never closed: it "
+                    "would swallow every line after it into one text; fix the "
+                    "quoting (nothing was sent)"
+                ) from None
 
 
 def _check_header(header: list[str], delimiter: str, shared: Mapping[str, Any]) -> None:
     accepted = list(ViberMessage.WIRE_NAMES)
     names = [cell.strip() for cell in header]
+    if "" in names:
+        raise InputError(
+            "the header has an empty column name (a trailing delimiter?); the "
+            f"columns are: {', '.join(accepted)}"
+        )
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InputError(
+            f"column(s) {', '.join(repr(n) for n in twice)} appear twice: which "
+            "one to send is ambiguous"
+        )
     unknown = [name for name in names if name not in accepted]
     if unknown:
         hint = ""

@@ -175,8 +175,8 @@ class Job:
             self._abort_event.set()
             return
         self._say(
-            f"stopping: waiting up to {self._grace:g} s for the "
-            f"{len(self.rows_of)} request(s) in flight; interrupt again to abort"
+            f"stopping: waiting up to {self._grace:g} s for the requests on the "
+            "wire; interrupt again to abort"
         )
         self.stop(INTERRUPTED)
 

@@ -105,8 +105,10 @@ class Journal:
         *,
         resume: bool,
         warn: Any = None,
+        delimiter: str | None = None,
     ) -> None:
         self.path = path
+        self._delimiter = delimiter
         self.results: dict[int, RowResult] = {}
         self.in_flight: set[int] = set()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -124,6 +126,9 @@ class Journal:
             "size": input_path.stat().st_size,
             "sha256": file_digest(input_path),
         }
+        if self._delimiter is not None:
+            # Another delimiter numbers the rows differently.
+            identity["delimiter"] = self._delimiter
         if os.fstat(self._fd).st_size > 0 and not resume:
             raise JournalError(
                 f"{self.path} records an earlier run; pass --resume to continue "
@@ -156,6 +161,15 @@ class Journal:
                 f"{self.path} was written for another input file "
                 f"({header.get('input')}); resume with the same file"
             )
+        if "delimiter" in identity:
+            was = header.get("delimiter", ",")
+            if was != identity["delimiter"]:
+                shown = "tab" if was == "\t" else was
+                raise JournalError(
+                    f"{self.path} was written reading the input with the "
+                    f"delimiter {shown!r} (its rows are numbered that way); "
+                    f"resume with --delimiter {shown!r}"
+                )
         for record in records[1:]:
             row = record.get("row")
             if not isinstance(row, int):
