@@ -207,7 +207,10 @@ class RawServer:
         return self
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        # A deep backlog: a burst of connects must not meet dropped SYNs.
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", 0, backlog=1024
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
