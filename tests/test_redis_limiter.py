@@ -395,6 +395,40 @@ class TestUnknownLimit:
 
         assert [50.0] * 5 + [100.0] * 3 == rates
 
+    @pytest.mark.parametrize(
+        ("reserved_at", "halved"),
+        [(100.3, 200.0), (100.4, 400.0)],
+        ids=["reserved-before-the-last-doubling", "reserved-after-it"],
+    )
+    async def test_the_first_429_halves_the_rate_its_request_was_sent_at(
+        self, scripts: LimiterScripts, reserved_at: float, halved: float
+    ) -> None:
+        """A 429 that comes after another doubling halves the rate before it.
+
+        (A busy server's 429s come late: halving the doubled rate left 4
+        workers at twice the limit, 33 of 1,600 messages refused.)
+        """
+        unknown = params(rate=None, burst=1, initial_rate=100.0)
+        for step in range(8):  # 100, 100, 200, 200, 400, 400, 800 (at 100.375)
+            now = 100.0 + step / 16
+            reply = await scripts.acquire(
+                KEY, unknown, want=20, horizon=0.0, acked=now - 1 / 64, now=now
+            )
+        assert 800.0 == reply.rate
+
+        refused = await scripts.report(
+            KEY,
+            unknown,
+            sent_at=reserved_at,
+            received_at=100.41,
+            retry_after=None,
+            max_pause=30.0,
+            reserved_at=reserved_at,
+            now=100.41,
+        )
+
+        assert halved == refused.rate
+
     async def test_429s_measure_the_servers_rate(self, scripts: LimiterScripts) -> None:
         """Accepted requests between two 429s over the time between: the limit."""
         unknown = params(rate=None, burst=1, initial_rate=400.0)
@@ -649,6 +683,31 @@ class TestRedisLimiter:
         assert 0.25 <= paused < 0.6
         assert other.current_rate is not None
         assert other.current_rate < 99.0
+
+    async def test_slots_reserved_before_its_own_429_go_unused(
+        self, redis_client: Redis
+    ) -> None:
+        """A worker that draws a 429 asks Redis again before sending more.
+
+        (Its slots in hand were reserved before the pause: a starved worker
+        sent 8 at once into the server's empty bucket, and 7 were refused.)
+        """
+        limit = RateLimit(rate=20, burst=1, adaptive=False)
+        async with RedisLimiter(redis_client, limit, key=KEY, horizon=1.0) as limiter:
+            await limiter.acquire()  # (the state is made: later slots are news)
+            first = await limiter.acquire()
+            waiting = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
+            await asyncio.sleep(0.01)  # the dispatcher holds their 3 slots
+            sent = time.monotonic()
+            first.release(
+                Feedback(sent, sent + 0.005, 429, rate_limited=True, retry_after=0.5)
+            )
+            start = time.monotonic()
+            await asyncio.wait_for(waiting[0], 2.0)
+            next_grant = time.monotonic() - start
+            await asyncio.gather(*waiting)
+
+        assert next_grant >= 0.45
 
     async def test_a_client_sends_through_it(
         self, redis_client: Redis, viber_sandbox: SandboxServer

@@ -173,7 +173,9 @@ class RedisLimiter:
     only an upper bound) with no burst when the pause ends (the server's
     bucket is empty), and, with ``limit.adaptive``, lowers the shared rate by
     a few percent; it climbs back after 1.5 s without a 429, never above the
-    configured rate. With ``adaptive=False`` the rate is exactly
+    configured rate. A worker that draws a 429 drops the slots it holds
+    (reserved before Redis knew) and asks again once its 429 is shared.
+    With ``adaptive=False`` the rate is exactly
     ``limit.rate``, fixed (429s still pause everyone). A change of rate keeps
     the bucket as full as it was: it never grants a new burst.
 
@@ -186,7 +188,8 @@ class RedisLimiter:
     two round trips) while callers wait, once requests sent 100 ms after the
     last doubling have been accepted: a slow server's answers, which bring
     its 429s late to every worker, hold the ramp back. The first 429 halves
-    the rate and holds it (a quarter less at each fresh 429 after) until two
+    the rate its request was sent at (the rate may have doubled since) and
+    holds it (a quarter less at each fresh 429 after) until two
     429s, at least 150 ms apart, measure the server's rate: the accepted
     answers all workers got between the two (stale 429s count too: each
     says the server's bucket was empty). Without a 429 for 300 ms the rate
@@ -287,6 +290,9 @@ class RedisLimiter:
         self._worker = secrets.token_hex(8)
         self._registered = False
         self._reports: set[asyncio.Task[None]] = set()
+        # 429s this worker has drawn: slots reserved before the latest one
+        # are not used (the shared state is about to pause everyone).
+        self._refusals = 0
         self._flusher: asyncio.Task[None] | None = None
         self._offset: float | None = None  # Redis time minus local time
         # The round trip of the call that measured the offset, and when.
@@ -429,6 +435,7 @@ class RedisLimiter:
                 rtt if not self._rtt else self._rtt + _RTT_WEIGHT * (rtt - self._rtt)
             )
         if feedback.rate_limited:
+            self._refusals += 1
             self._spawn_report(feedback, reserved_at)
         elif feedback.status is not None:
             # Any answer but a 429 used one of the server's tokens. Counted in
@@ -597,6 +604,7 @@ class RedisLimiter:
                     await self._sleep(wait, wakeable=not reply.registered)
                     continue
                 offset = self._offset or 0.0
+                refusals = self._refusals
                 for slot in reply.slots:
                     delay = slot - offset - clock.monotonic()
                     if delay > 0:
@@ -606,6 +614,10 @@ class RedisLimiter:
                         if queue.peek() is None:
                             break  # the slots go unused
                         await self._sleep(delay)
+                    if self._refusals != refusals:
+                        # A 429 came meanwhile: the server's bucket is empty,
+                        # and the slots were reserved before Redis knew.
+                        break
                     if not queue.grant((clock.monotonic(), reply.now)):
                         break  # the slot goes unused
         except Exception as error:

@@ -82,9 +82,10 @@ local function fmt(x) return string.format('%.17g', x) end
 -- 2 after the first 429 of slow start, holding the rate until a measurement;
 -- 0 once measured (or configured).
 -- acked: the latest send time of a request known to be accepted.
+-- prior_rate: the rate before the latest change (at last_change).
 local NAMES = {'rate', 'estimate', 'tat', 'paused_until', 'changed_at',
   'last_change', 'last_refusal', 'last_wait', 'ramping', 'empty_at',
-  'accepted', 'pauses', 'refusals', 'last_slot', 'acked'}
+  'accepted', 'pauses', 'refusals', 'last_slot', 'acked', 'prior_rate'}
 local raw = redis.call('HGETALL', key)
 local fields = {}
 for i = 1, #raw, 2 do fields[raw[i]] = raw[i + 1] end
@@ -145,6 +146,7 @@ local function set_rate(new_rate)
   if s.tat > start then
     s.tat = start + (s.tat - start) * s.rate / new_rate
   end
+  s.prior_rate = s.rate
   s.rate = new_rate
   s.last_change = now
 end
@@ -326,7 +328,12 @@ if adaptive and (not stale or (sampled and s.ramping ~= 0)) then
   if s.ramping ~= 0 and not target then
     -- Not measured yet: halve the rate at the first 429 of slow start, a
     -- quarter less at the next ones (the limit is near), and hold it, so
-    -- that the next 429s measure the server's rate.
+    -- that the next 429s measure the server's rate. Halve the rate the
+    -- refused request was sent at: the rate may have doubled again before
+    -- its 429 came (answers come late from a busy server).
+    if s.prior_rate and reserved_at < s.last_change then
+      rate = math.min(rate, s.prior_rate)
+    end
     if s.ramping == 1 then new_rate = rate / 2 else new_rate = rate * 0.75 end
     s.ramping = 2
   elseif s.ramping ~= 0 then
