@@ -41,6 +41,7 @@ from ._errors import StatusTimeoutError as StatusTimeoutError
 from ._errors import UnexpectedResponseError as UnexpectedResponseError
 from ._errors import ValidationError as ValidationError
 from ._errors import ViberError as ViberError
+from ._errors import WriteRefusedError as WriteRefusedError
 from ._limits import Feedback as Feedback
 from ._limits import Limiter as Limiter
 from ._limits import Permit as Permit
@@ -119,6 +120,7 @@ __all__ = [
     "ValidationError",
     "ViberError",
     "ViberMessage",
+    "WriteRefusedError",
     "parse_callback",
     "signed_callback_url",
     "verify_callback_token",

@@ -83,6 +83,9 @@ class StatusCallback:
         reference: The ``ref`` query parameter of the callback URL (see
             `signed_callback_url`), set by `CallbackReceiver`; None when
             parsed by `parse_callback` alone.
+        authenticated: Whether the URL's token was checked and matched (a
+            `CallbackReceiver` with a secret): only then is *reference*
+            evidence.
     """
 
     message_id: int
@@ -91,6 +94,7 @@ class StatusCallback:
     sms_message_status: SmsStatus | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     reference: str | None = None
+    authenticated: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -130,6 +134,9 @@ class IncomingMessage:
         reference: The ``ref`` query parameter of the callback URL (see
             `signed_callback_url`), set by `CallbackReceiver`; None when
             parsed by `parse_callback` alone.
+        authenticated: Whether the URL's token was checked and matched (a
+            `CallbackReceiver` with a secret): only then is *reference*
+            evidence.
     """
 
     message_token: int
@@ -140,6 +147,7 @@ class IncomingMessage:
     reply_to_message_id: int | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
     reference: str | None = None
+    authenticated: bool = False
 
 
 CallbackEvent: TypeAlias = StatusCallback | IncomingMessage

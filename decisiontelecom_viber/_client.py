@@ -35,6 +35,7 @@ from ._constants import (
     SEND_PATH,
     STATUS_PATH,
 )
+from ._context import before_write
 from ._credentials import install_log_scrubber, resolve_credentials
 from ._errors import ClientClosedError, ConfigurationError, ValidationError
 from ._exchange import ClientExchange, Exchange, TransportExchange, close_with_loop
@@ -407,6 +408,29 @@ class AsyncViberClient:
         body = encode_json({"message_id": _check_message_id(message_id)})
         return await self._pipeline.run(self._status_op, body, priority)
 
+    def callback_url_for(self, reference: str) -> str | None:
+        """The client's callback URL carrying *reference*, signed.
+
+        What a message sent with *reference* as its ``callback_reference``
+        gets: for callers that give messages their URL themselves (as
+        `SendOnceGuard` does with the dedupe key).
+
+        Returns:
+            The signed URL; None when the client has no ``callback_url`` or
+            no ``callback_secret`` (an unsigned reference proves nothing).
+
+        Raises:
+            ValidationError: *reference* is empty or not valid Unicode.
+        """
+        if not reference:
+            raise ValidationError("reference", "must be a non-empty string")
+        if self._callback is None:
+            return None
+        try:
+            return self._callback.signed_for(reference)
+        except UnicodeError:
+            raise ValidationError("reference", "is not valid Unicode") from None
+
     def send_messages(
         self,
         messages: Iterable[MessageLike] | AsyncIterable[MessageLike],
@@ -416,6 +440,7 @@ class AsyncViberClient:
         on_progress: ProgressCallback | None = None,
         progress_interval: float = 0.5,
         priority: Priority = "normal",
+        on_write: Callable[[int], None] | None = None,
     ) -> ResultStream[SendResult]:
         """Send many messages concurrently; yield one `SendResult` per item.
 
@@ -441,15 +466,24 @@ class AsyncViberClient:
             priority: The lane its requests wait in at the rate limiter:
                 ``"normal"`` (the default) lets single calls (``"high"``)
                 go first; ``"high"`` for a campaign of one-time codes.
+            on_write: Called with an item's index (its position in the
+                input) immediately before its request is first written,
+                after the rate limiter let it go: the moment from which the
+                API may have it. Record it durably here (a journal line) to
+                know, after a crash, which items may have been sent and
+                which certainly were not. If it raises, nothing is written
+                and the item fails with `WriteRefusedError`.
 
         Returns:
             An async iterator of `SendResult`, also an async context manager.
         """
         self._check_open()
         priority = check_priority(priority)
+        if on_write is not None and not callable(on_write):
+            raise ConfigurationError("on_write must be callable")
         return ResultStream(
             messages,
-            functools.partial(self._send_item, priority=priority),
+            functools.partial(self._send_item, priority=priority, on_write=on_write),
             concurrency=concurrency,
             ordered=ordered,
             outcome=_send_outcome,
@@ -534,7 +568,12 @@ class AsyncViberClient:
         )
 
     async def _send_item(
-        self, index: int, item: object, *, priority: Priority
+        self,
+        index: int,
+        item: object,
+        *,
+        priority: Priority,
+        on_write: Callable[[int], None] | None = None,
     ) -> SendResult:
         try:
             message = coerce_message(item)
@@ -542,12 +581,16 @@ class AsyncViberClient:
                 message = self._callback.attach(message)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, item, error=error)
+        token = None if on_write is None else before_write.set(_once(on_write, index))
         try:
             message_id = await self._pipeline.run(
                 self._send_op, encode_message(message), priority
             )
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, message, error=error)
+        finally:
+            if token is not None:
+                before_write.reset(token)
         return SendResult(index, message, message_id=message_id)
 
     async def _status_item(
@@ -577,6 +620,19 @@ def check_max_connections(value: object) -> None:
     """Raise `ConfigurationError` unless *value* is an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError("max_connections must be an int >= 1")
+
+
+def _once(on_write: Callable[[int], None], index: int) -> Callable[[], None]:
+    """*on_write* for item *index*, called before its first attempt only."""
+    called = False
+
+    def hook() -> None:
+        nonlocal called
+        if not called:
+            on_write(index)
+            called = True  # (after: a failed call refuses the retry's write too)
+
+    return hook
 
 
 def _send_outcome(result: SendResult) -> str:

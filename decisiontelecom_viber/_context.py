@@ -1,4 +1,4 @@
-"""What a bulk worker task shares with the request pipeline, through a context variable.
+"""What callers share with the request pipeline, through context variables.
 
 A `ResultStream` worker sets `worker` once, in its own task. Every call made
 in that task — through any public method of the client, so `SendOnceGuard`
@@ -6,11 +6,17 @@ too — then counts its attempts, retries and limiter waits into the stream's
 `Tally`, shows which call it is running (``call``: whether its request may
 be on the wire), and stops before writing anything once the stream is closed
 (``stopping``).
+
+`before_write` holds what must happen immediately before a request of the
+current task is written (a `SendOnceGuard` marks its record "on the wire",
+the bulk CLI journals the row as "writing"): the pipeline awaits it before
+each attempt's exchange, and writes nothing if it raises.
 """
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ._metrics import Tally
@@ -20,7 +26,9 @@ if TYPE_CHECKING:
     from ._calls import Call
 
 
-__all__ = ["WorkerContext", "worker"]
+__all__ = ["BeforeWrite", "WorkerContext", "before_write", "worker"]
+
+BeforeWrite = Callable[[], "Awaitable[None] | None"]
 
 
 class WorkerContext:
@@ -50,4 +58,8 @@ class WorkerContext:
 
 worker: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar(
     "decisiontelecom_viber_worker", default=None
+)
+
+before_write: contextvars.ContextVar[BeforeWrite | None] = contextvars.ContextVar(
+    "decisiontelecom_viber_before_write", default=None
 )

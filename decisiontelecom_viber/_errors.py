@@ -7,6 +7,7 @@ ViberError
 ├── ClientClosedError       closed before the request was written (RuntimeError)
 ├── DeadlineExceededError   the deadline passed before writing (TimeoutError)
 ├── LimiterError            a custom rate limiter failed; nothing sent
+├── WriteRefusedError       the record due before writing failed; nothing sent
 ├── StatusTimeoutError      wait_for_status saw no final status in time (TimeoutError)
 ├── APIError                the API answered with an error
 │   ├── AuthenticationError         401/403: wrong or missing access key
@@ -148,6 +149,16 @@ class LimiterError(ViberError):
 
     The limiter's exception is the ``__cause__`` (a limiter never sees the
     request, so it holds no credentials).
+    """
+
+
+class WriteRefusedError(ViberError):
+    """What must be recorded before a request is written could not be; nothing was sent.
+
+    A `SendOnceGuard` marks its record "on the wire" in Redis, the bulk
+    CLI's journal notes "writing", and a ``send_messages(on_write=...)``
+    callback runs, each immediately before a request is written: when that
+    fails, the request is not written. Its failure is the ``__cause__``.
     """
 
 

@@ -8,7 +8,9 @@ One attempt runs, in this order and nowhere else:
    closed meanwhile (`DeadlineExceededError`, `ClientClosedError`: nothing
    was written, so the message is certainly not sent);
 3. **build** the `httpx.Request`: waiting for a connection and connecting
-   may last until the write-by time, the answer until the deadline;
+   may last until the write-by time, the answer until the deadline; then
+   run the task's `before_write` hook (a record that must precede the
+   write): if it fails, nothing is written (`WriteRefusedError`);
 4. **exchange** it, bounded as a whole by the deadline. With the default
    transport the pipeline learns the moment a connection is handed to the
    request (`_transport.wire_signal`): only from then on may the API have
@@ -37,7 +39,7 @@ import httpx
 from ._calls import Call, Calls
 from ._cancel import timeout_at
 from ._clock import Clock
-from ._context import worker
+from ._context import before_write, worker
 from ._credentials import Credentials
 from ._errors import (
     APIConnectionError,
@@ -48,6 +50,7 @@ from ._errors import (
     OutcomeUnknownError,
     RateLimitError,
     ViberError,
+    WriteRefusedError,
 )
 from ._exchange import Answer, Exchange
 from ._limits import (
@@ -251,6 +254,7 @@ class Pipeline:
                 content=body,
                 extensions={"timeout": self._timeouts(deadline, write_by)},
             )
+            await _run_before_write()
             self._count("attempts")
             status, headers, raw = await self._write(request, deadline, call)
             limits = parse_rate_limit_headers(headers)
@@ -449,6 +453,24 @@ class Pipeline:
     async def close(self) -> None:
         """Refuse new calls, abort those not on the wire, wait for the rest."""
         await self._calls.close()
+
+
+async def _run_before_write() -> None:
+    """Run the task's `before_write` hook; its failure means "do not write"."""
+    hook = before_write.get()
+    if hook is None:
+        return
+    try:
+        pending = hook()
+        if inspect.isawaitable(pending):
+            await pending
+    except Exception as error:
+        if isinstance(error, ViberError) and verdict(error) is Verdict.FAILED:
+            raise  # (its own never-sent error, e.g. RedisUnavailableError)
+        name = type(error).__name__
+        raise WriteRefusedError(
+            f"the record due before writing failed ({name}); nothing was sent"
+        ) from error
 
 
 def _cut(value: float | None, left: float) -> float | None:

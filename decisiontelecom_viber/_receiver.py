@@ -268,8 +268,10 @@ class CallbackReceiver:
             )
             await _respond(send, rejected.status, rejected.reason.encode())
             return
-        if reference is not None:
-            event = attrs.evolve(event, reference=reference)
+        if reference is not None or self._keys is not None:
+            event = attrs.evolve(
+                event, reference=reference, authenticated=self._keys is not None
+            )
         await self._dispatch(event, send)
 
     def _authenticate(self, scope: Scope) -> str | None:

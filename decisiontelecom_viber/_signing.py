@@ -291,6 +291,12 @@ class CallbackSigner:
                 "callback_reference", "returned text that is not valid Unicode"
             ) from None
 
+    def signed_for(self, reference: str) -> str | None:
+        """The URL with *reference* signed in; None without a secret."""
+        if self._key is None:
+            return None
+        return signed_callback_url(self._url, self._key, reference=reference)
+
     def attach(self, message: ViberMessage) -> ViberMessage:
         """*message* with the callback URL, unless it has its own."""
         if message.callback_url is not None:

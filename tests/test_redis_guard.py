@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from decisiontelecom_viber import (
     ConfigurationError,
     InsufficientBalanceError,
     OutcomeUnknownError,
+    RateLimit,
     RetryPolicy,
     SendOutcome,
     ValidationError,
@@ -155,21 +157,92 @@ async def test_a_claim_past_its_lease_is_unresolved(
     viber_sandbox: SandboxServer,
 ) -> None:
     """A worker that died mid-send leaves a key that turns unresolved, not free."""
-    # Claimed 100 s ago (Redis time) with a 60 s lease.
-    await GuardScripts(redis_client).claim(
-        guard.record_key("order-1"),
-        owner="dead-worker",
-        lease=60.0,
-        ttl=600.0,
-        now=time.time() - 100.0,
-    )
+    # Claimed and marked "writing" 100 s ago (Redis time) with a 60 s lease.
+    scripts = GuardScripts(redis_client)
+    key = guard.record_key("order-1")
+    then = time.time() - 100.0
+    await scripts.claim(key, owner="dead-worker", lease=60.0, ttl=600.0, now=then)
+    await scripts.mark(key, owner="dead-worker", ttl=600.0, now=then + 1)
 
     with pytest.raises(SendUnresolvedError) as error:
         await guard.send(client, message(), dedupe_key="order-1")
 
     assert SendState.UNKNOWN == error.value.record.state
+    assert error.value.record.on_the_wire
     assert "lease" in (error.value.record.reason or "")
     assert 0 == viber_sandbox.sandbox.stats.requests
+
+
+async def test_a_claim_never_marked_is_free_after_its_lease(
+    guard: SendOnceGuard,
+    client: AsyncViberClient,
+    redis_client: Redis,
+    viber_sandbox: SandboxServer,
+) -> None:
+    """A worker that died waiting (nothing written) leaves a key free to send."""
+    scripts = GuardScripts(redis_client)
+    key = guard.record_key("order-1")
+    await scripts.claim(
+        key, owner="dead-worker", lease=60.0, ttl=600.0, now=time.time() - 100.0
+    )
+
+    message_id = await guard.send(client, message(), dedupe_key="order-1")
+    record = await guard.lookup("order-1")
+
+    assert 1 == viber_sandbox.sandbox.stats.accepted
+    assert record is not None
+    assert (SendState.SENT, message_id) == (record.state, record.message_id)
+    assert record.on_the_wire
+
+
+async def test_a_record_of_an_older_version_without_phase_stays_in_doubt(
+    guard: SendOnceGuard,
+    client: AsyncViberClient,
+    redis_client: Redis,
+    viber_sandbox: SandboxServer,
+) -> None:
+    """A pending record with no phase (written before marks existed) is unresolved."""
+    stored = {
+        "state": "pending",
+        "owner": "old-worker",
+        "claimed_at": "1.0",
+        "updated_at": "1.0",
+        "lease_until": "2.0",
+    }
+    await redis_client.set(guard.record_key("order-1"), json.dumps(stored))
+
+    with pytest.raises(SendUnresolvedError) as error:
+        await guard.send(client, message(), dedupe_key="order-1")
+
+    assert error.value.record.on_the_wire
+    assert 0 == viber_sandbox.sandbox.stats.requests
+
+
+async def test_an_attempt_that_waits_past_its_lease_sends_nothing(
+    redis_client: Redis, viber_sandbox: SandboxServer
+) -> None:
+    """Its key was taken over meanwhile: its mark fails, it writes nothing."""
+    guard = SendOnceGuard(redis_client, namespace="test:sent", lease=0.2, ttl=60)
+    scripts = GuardScripts(redis_client)
+    # 2/s, burst 1: the second send waits 0.5 s at the limiter, past its lease.
+    limit = RateLimit(rate=2, burst=1, adaptive=False)
+    async with AsyncViberClient(
+        viber_sandbox.access_key, base_url=viber_sandbox.base_url, rate_limit=limit
+    ) as client:
+        await client.send_message(message("warm"))
+        waiting = asyncio.ensure_future(
+            guard.send(client, message(), dedupe_key="order-1")
+        )
+        await asyncio.sleep(0.3)  # its lease (0.2 s) ran out while it waits
+        verdict, _ = await scripts.claim(
+            guard.record_key("order-1"), owner="other", lease=60.0, ttl=60.0
+        )
+        with pytest.raises(SendInProgressError):
+            await waiting
+    await guard.aclose()
+
+    assert "claimed" == verdict
+    assert 1 == viber_sandbox.sandbox.stats.accepted  # the warm-up only
 
 
 async def test_resolving_and_forgetting_an_unresolved_key(

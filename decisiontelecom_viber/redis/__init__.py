@@ -4,7 +4,8 @@
   key shares (an atomic Lua GCRA on Redis's clock); a 429 seen by one worker
   pauses and slows all of them.
 - `SendOnceGuard`: an idempotency key per message (``dedupe_key``), so that a
-  retried job never sends twice, even after a worker crash.
+  retried job never sends twice, even after a worker crash; its
+  `CallbackReconciler` settles sends in doubt from their signed callbacks.
 
 Needs redis-py's asyncio client: ``pip install 'decisiontelecom-viber[redis]'``.
 See docs/scaling.md.
@@ -33,10 +34,14 @@ from ._guard import SendRecord as SendRecord
 from ._guard import SendState as SendState
 from ._limiter import RedisLimiter as RedisLimiter
 from ._limiter import SharedRateState as SharedRateState
+from ._reconcile import CallbackReconciler as CallbackReconciler
+from ._reconcile import ReconcileStats as ReconcileStats
 
 
 __all__ = [
+    "CallbackReconciler",
     "PossibleDuplicateError",
+    "ReconcileStats",
     "RedisLimiter",
     "RedisUnavailableError",
     "SendInProgressError",

@@ -4,26 +4,31 @@ The API has no idempotency key, so a job retried after a crash, a timeout or
 a redelivery by the queue could send the same message twice. The guard
 records each send in Redis under the caller's *dedupe key*:
 
-1. **Claim.** ``SET key {pending, owner, lease} NX PX ttl`` (in a script),
-   with a random owner token. If the key already exists, nothing is sent: a
-   finished send returns its message ID; an unfinished one raises
-   `SendInProgressError`; one whose outcome is unknown raises
+1. **Claim.** ``SET key {pending, claimed, owner, lease} NX PX ttl`` (in a
+   script), with a random owner token. If the key already exists, nothing
+   is sent: a finished send returns its message ID; an unfinished one
+   raises `SendInProgressError`; one whose outcome is unknown raises
    `SendUnresolvedError`. The claim is idempotent for its owner, so a
    command retried by redis-py finds its own claim and goes on; a claim
    whose reply is lost is released again (by owner) before
    `RedisUnavailableError` is raised: nothing was sent.
 2. **Send** through the client's public `send_message` (its rate limiter and
-   retry policy apply).
+   retry policy apply). Immediately before its request is first written
+   (after the limiter's wait), the record is **marked** ``writing`` (the
+   pipeline's `before_write` hook); a mark that fails writes nothing.
 3. **Settle** (only if this attempt still owns the key): the message ID once
    known; ``unknown`` when the outcome may be a send (`SendOutcome.UNKNOWN`:
-   an `OutcomeUnknownError`, an unexpected exception, a cancellation);
-   deleted only when the send provably failed (`SendOutcome.FAILED`), so
-   that a retry may send.
+   an `OutcomeUnknownError`, an unexpected exception, a cancellation after
+   the mark); deleted only when the send provably failed
+   (`SendOutcome.FAILED`), so that a retry may send.
 
 A worker killed between 1 and 3 leaves its keys pending. They read as in
-progress until their *lease* runs out, then as unresolved: never resent
-without a human (or your code) deciding, with `SendOnceGuard.resolve` or
-`SendOnceGuard.forget`.
+progress until their *lease* runs out. Then a claim never marked (its
+worker died waiting for the limiter) is free: nothing was written. A marked
+one is unresolved: never resent without evidence — a signed status callback
+through `SendOnceGuard.reconciler` (which settles it as sent, with its
+message ID), a person (`SendOnceGuard.resolve`, `SendOnceGuard.forget`), or
+the caller's explicit ``give_up_after``.
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ from redis.asyncio import Redis
 
 from .._bulk import ProgressCallback, ResultStream
 from .._constants import DEFAULT_CONCURRENCY
-from .._errors import ConfigurationError, ValidationError
+from .._context import before_write
+from .._errors import ConfigurationError, ValidationError, WriteRefusedError
 from .._limits import Priority, check_priority
 from .._models import ViberMessage
 from .._options import coerce_message
 from .._outcomes import SendOutcome, send_outcome
 from ._errors import RedisUnavailableError, SendInProgressError, SendUnresolvedError
 from ._limiter import REDIS_ERRORS
+from ._reconcile import CallbackReconciler, StatusHandler
 from ._scripts import GuardScripts
 
 
@@ -98,6 +105,9 @@ class SendRecord:
         updated_at: When the record last changed.
         lease_until: Until when the claiming attempt counts as in progress.
         reason: Why the outcome is unknown, if it is.
+        written_at: When its request was about to be written (the mark);
+            None while the claim only waited (nothing was written).
+        reconciled: Settled as sent by a signed status callback.
     """
 
     dedupe_key: str
@@ -107,12 +117,23 @@ class SendRecord:
     updated_at: float
     lease_until: float
     reason: str | None = None
+    written_at: float | None = None
+    reconciled: bool = False
+
+    @property
+    def on_the_wire(self) -> bool:
+        """Whether a request may have been written (the record is in doubt)."""
+        return self.written_at is not None
 
     @classmethod
     def from_stored(cls, dedupe_key: str, data: Mapping[str, Any]) -> SendRecord:
         """Build a record from the JSON object stored in Redis."""
         message_id = data.get("message_id")
         reason = data.get("reason")
+        written_at = data.get("written_at")
+        if written_at is None and data.get("phase") != "claimed":
+            # Records of older versions have no phase: assume written.
+            written_at = data.get("claimed_at")
         return cls(
             dedupe_key=dedupe_key,
             state=SendState(data["state"]),
@@ -121,6 +142,8 @@ class SendRecord:
             updated_at=float(data.get("updated_at") or 0.0),
             lease_until=float(data.get("lease_until") or 0.0),
             reason=str(reason) if reason else None,
+            written_at=float(written_at) if written_at else None,
+            reconciled=bool(data.get("reconciled")),
         )
 
 
@@ -206,9 +229,20 @@ class SendOnceGuard:
             API's status retention, by default). A key reused later sends
             again.
         lease: Seconds a claiming attempt counts as in progress. After that
-            an unfinished record is unresolved (its worker probably died).
-            Keep it above your longest send, limiter waits and retries
-            included.
+            an unfinished record is free again if nothing was written yet
+            (its worker died waiting), else unresolved. Keep it above your
+            longest send, limiter waits and retries included: an attempt
+            still waiting past its lease finds the key taken over and sends
+            nothing (`SendInProgressError`).
+        sign_reference: Give each guarded message the client's callback URL
+            with the dedupe key as its signed reference (``ref``), when the
+            client has a ``callback_url`` and a ``callback_secret`` and the
+            message no URL of its own: the status callbacks then prove the
+            send, for `reconciler`.
+        give_up_after: Seconds after which an unresolved record (no callback
+            settled it) is free again, so the next attempt sends: accept
+            this only if a duplicate is better than no message. None (the
+            default) never gives up.
 
     Raises:
         ConfigurationError: An invalid setting.
@@ -221,6 +255,8 @@ class SendOnceGuard:
         namespace: str = DEFAULT_NAMESPACE,
         ttl: float = DEFAULT_TTL,
         lease: float = DEFAULT_LEASE,
+        sign_reference: bool = True,
+        give_up_after: float | None = None,
     ) -> None:
         if not _is_text(namespace):
             raise ConfigurationError(
@@ -232,6 +268,14 @@ class SendOnceGuard:
         self._lease = _check_duration("lease", lease)
         if self._lease >= self._ttl:
             raise ConfigurationError("SendOnceGuard lease must be shorter than ttl")
+        if not isinstance(sign_reference, bool):
+            raise ConfigurationError("SendOnceGuard sign_reference must be a bool")
+        self._sign_reference = sign_reference
+        self._give_up_after = (
+            None
+            if give_up_after is None
+            else _check_duration("give_up_after", give_up_after)
+        )
         self._scripts = GuardScripts(redis)
         # Releases leave a tombstone this long: a copy of a claim delivered
         # late (a socket's last bytes after a partition heals) cannot land
@@ -381,6 +425,26 @@ class SendOnceGuard:
             raise RedisUnavailableError("forget", error) from error
         return bool(deleted)
 
+    def reconciler(self, then: StatusHandler | None = None) -> CallbackReconciler:
+        """A status-callback handler settling this guard's records in doubt.
+
+        Give it to a `CallbackReceiver` that checks tokens (``secret=``, the
+        client's ``callback_secret``)::
+
+            receiver = CallbackReceiver(on_status=guard.reconciler(), secret=S)
+
+        A callback whose signed reference is a dedupe key settles that key's
+        pending or unknown record as sent, with the callback's message ID
+        (a sent record with another ID is logged as a conflict, never
+        changed). Needs the messages to carry the dedupe key as reference:
+        the default (``sign_reference=True``) when the client has a callback
+        URL and secret.
+
+        Args:
+            then: Your own status handler, awaited after each callback.
+        """
+        return CallbackReconciler(self._scripts, self.record_key, self._ttl, then)
+
     async def aclose(self, timeout: float | None = None) -> None:
         """Wait for records still being settled in the background.
 
@@ -444,7 +508,11 @@ class SendOnceGuard:
         owner = secrets.token_hex(8)
         try:
             verdict, data = await self._scripts.claim(
-                redis_key, owner=owner, lease=self._lease, ttl=self._ttl
+                redis_key,
+                owner=owner,
+                lease=self._lease,
+                ttl=self._ttl,
+                give_up_after=self._give_up_after,
             )
         except REDIS_ERRORS as error:
             # The claim may have landed with its reply lost: nothing was
@@ -464,9 +532,20 @@ class SendOnceGuard:
             if record.state is SendState.PENDING:
                 raise SendInProgressError(dedupe_key, record)
             raise SendUnresolvedError(dedupe_key, record)
+        if self._sign_reference and message.callback_url is None:
+            url = client.callback_url_for(dedupe_key)
+            if url is not None:
+                message = attrs.evolve(message, callback_url=url)
+        mark = _Mark(self._scripts, redis_key, owner, self._ttl)
+        token = before_write.set(mark)
         try:
             message_id = await client.send_message(message, priority=priority)
         except Exception as error:
+            if mark.taken_over is not None:
+                # It waited past its lease; another attempt has the key now
+                # and may be sending. This one wrote nothing.
+                record = SendRecord.from_stored(dedupe_key, mark.taken_over)
+                raise SendInProgressError(dedupe_key, record) from None
             if send_outcome(error) is SendOutcome.FAILED:
                 # Provably not sent (refused, never written): a retry may send.
                 await self._settle(redis_key, owner, "release")
@@ -476,11 +555,17 @@ class SendOnceGuard:
                 )
             raise
         except BaseException:
-            # Cancelled: the request may be on its way.
-            self._settle_soon(
-                redis_key, owner, "unknown", reason="the send was cancelled"
-            )
+            if mark.done:
+                # Cancelled: the request may be on its way.
+                self._settle_soon(
+                    redis_key, owner, "unknown", reason="the send was cancelled"
+                )
+            else:
+                # Cancelled before its mark returned: nothing was written.
+                self._settle_soon(redis_key, owner, "release")
             raise
+        finally:
+            before_write.reset(token)
         await self._settle(redis_key, owner, "sent", message_id=message_id)
         return message_id, False
 
@@ -614,6 +699,51 @@ class SendOnceGuard:
                 outcome,
             )
         return True
+
+
+class _Mark:
+    """The before-write hook of one guarded send: marks its record "writing".
+
+    Called before every attempt's write; marks once. Raising stops the
+    write (nothing is sent).
+    """
+
+    __slots__ = ("_owner", "_redis_key", "_scripts", "_ttl", "done", "taken_over")
+
+    def __init__(
+        self, scripts: GuardScripts, redis_key: str, owner: str, ttl: float
+    ) -> None:
+        self._scripts = scripts
+        self._ttl = ttl
+        self._redis_key = redis_key
+        self._owner = owner
+        self.done = False
+        # The record of the attempt that took the key over, if one did.
+        self.taken_over: dict[str, Any] | None = None
+
+    async def __call__(self) -> None:
+        if self.done:
+            return
+        try:
+            verdict, data = await self._scripts.mark(
+                self._redis_key, owner=self._owner, ttl=self._ttl
+            )
+        except REDIS_ERRORS as error:
+            raise RedisUnavailableError("mark", error) from error
+        if verdict == "not_owner":
+            states = {state.value for state in SendState}
+            if data is not None and data.get("state") in states:
+                self.taken_over = data
+            raise WriteRefusedError(
+                "another attempt took the dedupe key over; nothing was sent"
+            )
+        if verdict == "recreated":
+            logger.warning(
+                "the record of %s had vanished before its request was written "
+                "(Redis restarted or failed over?); written again",
+                self._redis_key,
+            )
+        self.done = True
 
 
 # How a settle action reads in logs.

@@ -586,20 +586,27 @@ local function fmt(x) return string.format('%.6f', x) end
 """
 
 # Claim a dedupe key (ARGV[2] = 'claim') with SET NX and a TTL, or only look
-# at it (ARGV[2] = 'peek'). A claim finding its own pending record (same
-# owner: the command was retried) counts as claimed. A pending record whose
-# lease ran out (its worker stopped mid-send) becomes 'unknown', keeping its
-# TTL. ARGV[3] owner token,
-# ARGV[4] lease seconds, ARGV[5] TTL ms. Replies {'claimed'|'exists'|'absent',
-# record JSON}.
+# at it (ARGV[2] = 'peek'). A claim is in phase 'claimed' (waiting to send:
+# nothing written) until it is marked 'writing' (MARK_LUA). A claim finding
+# its own pending record (same owner: the command was retried) counts as
+# claimed. A pending record whose lease ran out (its worker stopped) is free
+# again while 'claimed', and becomes 'unknown' once 'writing' (or without a
+# phase: written by an older version), keeping its TTL. With ARGV[6] (give
+# up after, seconds; '' for never) an unknown record unchanged that long is
+# free again too. ARGV[3] owner token, ARGV[4] lease seconds, ARGV[5] TTL
+# ms. Replies {'claimed'|'exists'|'absent', record JSON}.
 CLAIM_LUA = (
     _GUARD_PRELUDE
     + """
 local mode, owner = ARGV[2], ARGV[3]
 local lease, ttl_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
-if mode == 'claim' then
-  local record = cjson.encode({state = 'pending', owner = owner,
+local give_up = tonumber(ARGV[6] or '')
+local function fresh_claim()
+  return cjson.encode({state = 'pending', phase = 'claimed', owner = owner,
     claimed_at = fmt(now), updated_at = fmt(now), lease_until = fmt(now + lease)})
+end
+if mode == 'claim' then
+  local record = fresh_claim()
   if redis.call('SET', KEYS[1], record, 'NX', 'PX', ttl_ms) then
     return {'claimed', record}
   end
@@ -613,9 +620,7 @@ if record.state == 'released' then
     return {'released', ''}  -- that very claim, arriving late: do nothing
   end
   if mode == 'claim' then
-    local fresh = cjson.encode({state = 'pending', owner = owner,
-      claimed_at = fmt(now), updated_at = fmt(now),
-      lease_until = fmt(now + lease)})
+    local fresh = fresh_claim()
     redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
     return {'claimed', fresh}
   end
@@ -628,6 +633,17 @@ if mode == 'claim' and owner ~= '' and record.owner == owner
   return {'claimed', current}
 end
 if record.state == 'pending' and tonumber(record.lease_until) <= now then
+  if record.phase == 'claimed' then
+    -- Its worker stopped (or waited past its lease) before writing
+    -- anything: nothing was sent, the key is free. (If that worker is
+    -- still alive, its mark finds another owner and it sends nothing.)
+    if mode == 'claim' then
+      local fresh = fresh_claim()
+      redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
+      return {'claimed', fresh}
+    end
+    return {'absent', ''}
+  end
   record.state = 'unknown'
   record.reason = 'the attempt holding the key did not finish within its lease '
     .. '(its worker may have stopped mid-send)'
@@ -635,7 +651,48 @@ if record.state == 'pending' and tonumber(record.lease_until) <= now then
   current = cjson.encode(record)
   redis.call('SET', KEYS[1], current, 'KEEPTTL')
 end
+if mode == 'claim' and give_up and record.state == 'unknown'
+    and tonumber(record.updated_at) + give_up <= now then
+  -- The caller accepts the risk: no callback settled it in time.
+  local fresh = fresh_claim()
+  redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
+  return {'claimed', fresh}
+end
 return {'exists', current}
+"""
+)
+
+# Mark owner ARGV[2]'s claim 'writing': its request is about to be written.
+# Only the owner's pending record is marked; a record that vanished (a Redis
+# restart) is written again. Replies {'ok'|'recreated'|'not_owner', record
+# JSON or ''}.
+MARK_LUA = (
+    _GUARD_PRELUDE
+    + """
+local owner, ttl_ms = ARGV[2], tonumber(ARGV[3])
+local current = redis.call('GET', KEYS[1])
+local record
+local verdict = 'ok'
+if current then
+  record = cjson.decode(current)
+  if record.owner ~= owner or record.state ~= 'pending' then
+    return {'not_owner', current}
+  end
+else
+  record = {state = 'pending', owner = owner, claimed_at = fmt(now),
+    lease_until = fmt(now)}
+  verdict = 'recreated'
+end
+record.phase = 'writing'
+record.written_at = fmt(now)
+record.updated_at = fmt(now)
+current = cjson.encode(record)
+if verdict == 'recreated' then
+  redis.call('SET', KEYS[1], current, 'PX', ttl_ms)
+else
+  redis.call('SET', KEYS[1], current, 'KEEPTTL')
+end
+return {verdict, current}
 """
 )
 
@@ -644,8 +701,12 @@ return {'exists', current}
 # 'release' (the send definitely failed: a tombstone for ARGV[7] ms, which
 # later claims of other owners overwrite and late ones of this owner skip).
 # A record that vanished is written again ('recreated'). With owner '' the
-# record is settled whoever holds it (reconciliation). Replies {'ok'|
-# 'recreated'|'not_owner', record JSON or ''}.
+# record is settled whoever holds it (a person's `resolve`). 'reconcile'
+# (a signed status callback: sent as ARGV[4]) settles a pending or unknown
+# record whoever holds it ('settled'), and an owner's later settle finds
+# it sent: a sent record is never unsent, nor given another ID
+# ('conflict'). Replies {'ok'|'recreated'|'not_owner'|'settled'|'conflict'|
+# 'absent', record JSON or ''}.
 SETTLE_LUA = (
     _GUARD_PRELUDE
     + """
@@ -656,11 +717,37 @@ local verdict = 'ok'
 if current then
   record = cjson.decode(current)
   if record.state == 'released' then
-    if action == 'release' then return {'ok', ''} end
+    if action == 'release' or action == 'reconcile' then return {'ok', ''} end
     current = nil  -- a tombstone counts as no record
   elseif owner ~= '' and record.owner ~= owner then
     return {'not_owner', current}
   end
+end
+if action == 'reconcile' then
+  -- A signed status callback: the API accepted the message as ARGV[4].
+  -- Settles a pending or unknown record (keeping its owner, whose own
+  -- settle then agrees); never changes a sent one.
+  if not current then return {'absent', ''} end
+  if record.state == 'sent' then
+    if record.message_id == ARGV[4] then return {'ok', current} end
+    return {'conflict', current}
+  end
+  record.state = 'sent'
+  record.message_id = ARGV[4]
+  record.reason = nil
+  record.reconciled = true
+  record.updated_at = fmt(now)
+  current = cjson.encode(record)
+  redis.call('SET', KEYS[1], current, 'PX', tonumber(ARGV[6]))
+  return {'settled', current}
+end
+if current and record.state == 'sent' and owner ~= '' then
+  -- Settled already (by a callback, before this attempt's answer): a lost
+  -- answer or an error does not unsend it; another ID is a conflict.
+  if action == 'sent' and record.message_id ~= ARGV[4] then
+    return {'conflict', current}
+  end
+  return {'ok', current}
 end
 if not current then
   if action == 'release' then
@@ -718,10 +805,11 @@ return {verdict, current}
 class GuardScripts:
     """The guard's scripts, registered on one Redis client."""
 
-    __slots__ = ("_claim", "_settle")
+    __slots__ = ("_claim", "_mark", "_settle")
 
     def __init__(self, redis: Redis) -> None:
         self._claim = redis.register_script(CLAIM_LUA)
+        self._mark = redis.register_script(MARK_LUA)
         self._settle = redis.register_script(SETTLE_LUA)
 
     async def claim(
@@ -732,6 +820,7 @@ class GuardScripts:
         lease: float,
         ttl: float,
         peek: bool = False,
+        give_up_after: float | None = None,
         now: float | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Claim *key* (or only look at it); return (verdict, record)."""
@@ -741,8 +830,17 @@ class GuardScripts:
             owner,
             repr(float(lease)),
             str(max(1, round(ttl * 1000))),
+            _optional_arg(give_up_after),
         ]
         reply: Sequence[object] = await self._claim(keys=[key], args=args)
+        return decode(reply[0]), _record(reply[1])
+
+    async def mark(
+        self, key: str, *, owner: str, ttl: float, now: float | None = None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Mark *owner*'s claim of *key* as being written; (verdict, record)."""
+        args = ["" if now is None else repr(now), owner, str(max(1, round(ttl * 1000)))]
+        reply: Sequence[object] = await self._mark(keys=[key], args=args)
         return decode(reply[0]), _record(reply[1])
 
     async def settle(
@@ -757,7 +855,7 @@ class GuardScripts:
         tombstone: float = 0.001,
         now: float | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
-        """Settle *key*: ``sent``, ``unknown`` or ``release``."""
+        """Settle *key*: ``sent``, ``unknown``, ``release`` or ``reconcile``."""
         args = [
             "" if now is None else repr(now),
             owner,
