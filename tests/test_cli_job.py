@@ -145,13 +145,20 @@ def test_a_second_signal_abandons_the_wire(tmp_path: Path) -> None:
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=30)
         took = time.monotonic() - started
+        received = api.sandbox.stats.requests
 
     rows = results(output)
     assert ExitCode.INTERRUPTED == run.returncode, err
     assert "aborting" in err
     assert took < 4  # not the 5 s of the answers on the wire
     assert 50 == len(rows)
-    assert 16 == len([r for r in rows if r["outcome"] == "unknown"])
+    unknown = [r for r in rows if r["outcome"] == "unknown"]
+    sent = [r for r in rows if r["outcome"] == "sent"]
+    # Exactly the rows on the wire are in doubt; those still waiting for the
+    # rate limiter were never written: not sent (a resume sends them).
+    assert received - len(sent) == len(unknown)
+    assert unknown
+    assert {"NotSent"} == {r["error_type"] for r in rows if r["outcome"] == "failed"}
 
 
 def test_kills_at_random_moments_then_resume(
@@ -237,9 +244,9 @@ def test_a_torn_journal_line_is_cut_before_appending(
     assert ExitCode.OK == finish(args).returncode
     lines = journal.read_text().splitlines(keepends=True)
     # The journal as a full disk left it: rows 15-20 lost, row 15's
-    # "sending" record torn mid-line.
+    # "writing" record torn mid-line.
     kept = [line for line in lines if json.loads(line).get("row", 0) < 15]
-    journal.write_text("".join(kept) + '{"row": 15, "state": "sen')
+    journal.write_text("".join(kept) + '{"row": 15, "state": "wri')
 
     resumed = finish([*args, "--resume"])
 
@@ -248,7 +255,7 @@ def test_a_torn_journal_line_is_cut_before_appending(
     # Every line parses: the first record appended did not glue onto the
     # fragment.
     records = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert {"sent"} == {r["state"] for r in records[1:] if r["row"] >= 15} - {"sending"}
+    assert {"sent"} == {r["state"] for r in records[1:] if r["row"] >= 15} - {"writing"}
     rows = results(output)
     assert {"sent"} == {r["outcome"] for r in rows}
     # Rows 15-20 were sent twice: the journal lost their records (the test's
@@ -373,16 +380,20 @@ def test_repair_cuts_only_the_last_line_however_long(
     assert path.read_text().endswith("\n")
 
 
-def test_rows_left_sending_by_an_earlier_run_get_an_outcome_when_stopped(
-    tmp_path: Path,
+@pytest.mark.parametrize("state", ["writing", "sending"])
+def test_rows_left_writing_by_an_earlier_run_get_an_outcome_when_stopped(
+    tmp_path: Path, state: str
 ) -> None:
     """A resume stopped before reaching the rows an earlier run left
-    "sending" still reports them (unknown), and every other row."""
+    "writing" still reports them (unknown), and every other row.
+
+    ("sending": what journals of versions before the two phases say.)
+    """
     source = rows_file(tmp_path / "in.jsonl", 40)
     output = tmp_path / "out.jsonl"
     journal = output.with_name(output.name + ".journal")
     journal.write_text(
-        journal_of(source, *({"row": n, "state": "sending"} for n in range(30, 36)))
+        journal_of(source, *({"row": n, "state": state} for n in range(30, 36)))
     )
     with serve_sandbox(SandboxConfig(access_key=KEY, balance=0)) as api:
         done = finish([*command(source, output, api.base_url), "--resume"])
@@ -446,3 +457,41 @@ def test_without_a_terminal_progress_is_a_plain_line(
     assert lines, done.stderr
     assert lines[-1].startswith("sending: 30/30 rows")
     assert "\x1b[" not in done.stderr  # no terminal control codes
+
+
+def test_after_a_kill_only_rows_on_the_wire_are_in_doubt(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """SIGKILL at 20/s, 32 at once: rows waiting for the limiter are sent on
+    resume; only rows whose request may have been written stay unknown.
+
+    (Before the two phases: the server had 72 rows, the journal 71 as sent,
+    and 32 stayed unknown after the resume.)
+    """
+    source = rows_file(tmp_path / "in.jsonl", 300)
+    output = tmp_path / "out.jsonl"
+    journal = output.with_name(output.name + ".journal")
+    args = command(source, output, api.base_url, "--rate", "20")
+    args[args.index("--concurrency") + 1] = "32"
+    run = start(args)
+    wait_for(lambda: api.sandbox.stats.requests >= 40)
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=30)
+    received = {m.text for m in api.sandbox.messages()}
+    last_state: dict[int, str] = {}
+    for line in journal.read_text().splitlines()[1:]:
+        record = json.loads(line)
+        last_state[record["row"]] = record["state"]
+    recorded = {row for row, state in last_state.items() if state == "sent"}
+    in_doubt = {row for row, state in last_state.items() if state == "writing"}
+    unrecorded = {int(text.split()[1]) + 1 for text in received} - recorded
+
+    resumed = finish([*args, "--resume"])
+    rows = results(output)
+
+    assert unrecorded <= in_doubt  # whatever may have been sent is in doubt
+    assert len(in_doubt) <= len(unrecorded) + 2
+    assert ExitCode.PARTIAL == resumed.returncode or not in_doubt, resumed.stderr
+    assert in_doubt == {r["row"] for r in rows if r["outcome"] == "unknown"}
+    assert 300 - len(in_doubt) == len([r for r in rows if r["outcome"] == "sent"])
+    assert_nobody_twice(api)

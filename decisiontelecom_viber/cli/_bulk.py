@@ -397,9 +397,13 @@ async def _send_file(
 def _record_the_rest(job: Job, input_file: Path, delimiter: str) -> None:
     """Give the rows this run left without an outcome one."""
     journal = job.journal
-    for row in list(job.rows_of.values()):  # abandoned on the wire
-        journal.record(_in_flight(row, "when the run was stopped"))
+    for row in list(job.rows_of.values()):
+        if row in job.written:  # abandoned on the wire
+            journal.record(_in_flight(row, "when the run was stopped"))
+        else:  # abandoned while waiting for the limiter: never written
+            job.not_tried(row)
     job.rows_of.clear()
+    job.written.clear()
     for row in list(journal.in_flight):  # the previous run's, not reached
         journal.record(_in_flight(row, "when the previous run stopped"))
     if job.stopped is not None:

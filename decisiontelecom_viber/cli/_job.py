@@ -6,11 +6,16 @@ file and the screen in step with it:
 * every *checkpoint* seconds the journal is synced to disk and the results
   file rewritten from it atomically, so that a killed run leaves results at
   most that far behind, never claiming a row that was not sent;
+* a row is journaled "writing" immediately before its request is first
+  written (the client's ``on_write``), not while it waits for the rate
+  limiter: only rows on the wire can be in doubt;
 * the first SIGINT or SIGTERM stops taking rows: requests not yet written
   end as "not sent", those on the wire are waited for (up to *grace*
   seconds), then the results are written; a second signal, or the end of
-  the grace period, abandons what is still on the wire (those rows stay
-  "sending" in the journal: unknown, never resent);
+  the grace period, abandons what is still on the wire (those rows are
+  unknown, never resent);
+* a status callback of a row (see `_reconcile`) settles it as sent when its
+  answer was lost, even if the callback came first;
 * an answer that every further row would get too (401/403: the key; 402:
   the balance) or *max_unreachable* connection failures in a row stop the
   run the same way, and the rows not tried are recorded as not sent, so
@@ -119,6 +124,10 @@ class Job:
     ) -> None:
         self.journal = journal
         self.rows_of: dict[int, int] = {}  # send index -> row number
+        # Rows whose request may have been written, without a result yet.
+        self.written: set[int] = set()
+        # Message IDs that status callbacks reported, by row (`_reconcile`).
+        self.called_back: dict[int, int] = {}
         self.stopped: StopReason | None = None
         self._on_result = on_result
         self._write_results = write_results
@@ -133,9 +142,18 @@ class Job:
     # -- rows ---------------------------------------------------------------
 
     def take(self, index: int, row: int) -> None:
-        """Row *row* goes out as send number *index* (its "sending" is recorded)."""
-        self.journal.sending(row)
+        """Row *row* goes out as send number *index* (it may wait for the limiter)."""
         self.rows_of[index] = row
+
+    def writing(self, index: int) -> None:
+        """Send number *index* is about to be written: journal it first.
+
+        Raises:
+            OSError: The journal could not record it (nothing is written).
+        """
+        row = self.rows_of[index]
+        self.journal.writing(row)
+        self.written.add(row)
 
     def taking(self) -> bool:
         """Whether rows may still be taken."""
@@ -144,7 +162,12 @@ class Job:
     def finish(self, result: SendResult) -> None:
         """Record the result of a send (and maybe decide to stop)."""
         row = self.rows_of.pop(result.index)
+        self.written.discard(row)
         record = _row_result(row, result)
+        called_back = self.called_back.get(row)
+        if record.outcome == "unknown" and called_back is not None:
+            # Its callback came before its (lost) answer: it was accepted.
+            record = RowResult(row, "sent", called_back)
         self.journal.record(record)
         self._on_result(record.outcome)
         unreachable = isinstance(result.error, APIConnectionError)
@@ -201,7 +224,9 @@ class Job:
         self, client: Any, messages: Iterator[ViberMessage], concurrency: int
     ) -> None:
         """Send *messages* and record every result, until done or stopped."""
-        stream = client.send_messages(messages, concurrency=concurrency)
+        stream = client.send_messages(
+            messages, concurrency=concurrency, on_write=self.writing
+        )
         consumer = asyncio.ensure_future(self._consume(stream))
         checkpoints = asyncio.ensure_future(self._checkpoints())
         try:

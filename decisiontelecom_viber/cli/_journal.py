@@ -3,11 +3,15 @@
 An append-only JSON Lines file beside the results (``RESULTS.journal``):
 
 * a header naming the input file (with its size and SHA-256, so a resume
-  with another file is refused);
-* ``{"row": N, "state": "sending"}`` written (and flushed to the operating
-  system) *before* row N may leave the process;
+  with another file is refused) and the run's ID (signed into callback
+  references, so that callbacks of this journal's rows can be told apart);
+* ``{"row": N, "state": "writing"}`` written (and handed to the operating
+  system) immediately *before* row N's request is first written, after the
+  rate limiter let it go (the client's ``on_write``): a row waiting for the
+  limiter has no record, so a crash leaves only the rows on the wire in
+  doubt;
 * ``{"row": N, "state": "sent" | "failed" | "unknown", ...}`` once it has a
-  result.
+  result (a callback reconciling an unknown row appends a ``sent`` one).
 
 Each record is one ``write`` of a whole line to the kernel (``O_APPEND``):
 a ``kill -9`` loses nothing the kernel has been handed, and `sync` (called
@@ -16,9 +20,10 @@ at checkpoints and at the end) puts it on disk. A run holds an exclusive
 at once. A crash (or a full disk) can leave a last line without its
 newline: on open it is cut off, with a warning, before anything is
 appended. On resume, the last record of each row decides: sent rows are
-skipped, unknown rows and rows left ``sending`` (they may have been in
-flight when the process died) are reported as unknown and not resent,
-failed rows are tried again.
+skipped, unknown rows and rows left ``writing`` (or ``sending``, in
+journals of older versions: they may have been in flight when the process
+died) are reported as unknown and not resent, failed rows and rows with no
+record are sent.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,9 @@ import attrs
 __all__ = ["Journal", "JournalError", "JournalLockedError", "RowResult", "file_digest"]
 
 FORMAT = 1
+# Row states that say "its request may have been written, no result yet"
+# ("sending": journals of versions before the two phases).
+IN_DOUBT = ("writing", "sending")
 
 
 class JournalError(Exception):
@@ -89,7 +98,8 @@ class Journal:
 
     Args:
         path: The journal file.
-        input_path: The input file it records.
+        input_path: The input file it records; None to open an existing
+            journal whatever its input (to reconcile it).
         resume: Continue an existing journal (else one must not exist).
         warn: Told what a repair of a torn journal cut off.
 
@@ -101,7 +111,7 @@ class Journal:
     def __init__(
         self,
         path: Path,
-        input_path: Path,
+        input_path: Path | None,
         *,
         resume: bool,
         warn: Any = None,
@@ -111,10 +121,16 @@ class Journal:
         self._delimiter = delimiter
         self.results: dict[int, RowResult] = {}
         self.in_flight: set[int] = set()
+        # The ID of the run that made the journal (kept by resumes); None in
+        # journals of older versions.
+        self.run_id: str | None = None
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             _lock(self._fd, path)
-            self._open(input_path, resume, warn)
+            if input_path is None:
+                self._open_existing(warn)
+            else:
+                self._open(input_path, resume, warn)
         except BaseException:
             os.close(self._fd)
             raise
@@ -134,25 +150,57 @@ class Journal:
                 f"{self.path} records an earlier run; pass --resume to continue "
                 "it (nothing sent is sent again), or choose another --output"
             )
+        self._repair(warn)
+        if os.fstat(self._fd).st_size > 0:
+            self._load(identity)
+        else:  # new (or only a torn header: nothing was sent after it)
+            self.run_id = identity["run"] = secrets.token_hex(6)
+            self._write(identity)
+            self.sync()
+
+    def _open_existing(self, warn: Any) -> None:
+        self._repair(warn)
+        if os.fstat(self._fd).st_size == 0:
+            raise JournalError(f"{self.path} is empty: not a bulk journal")
+        self._load(None)
+
+    def _repair(self, warn: Any) -> None:
         cut = _repair(self._fd)
         if cut and warn is not None:
             warn(
                 f"cut off the journal's torn last record ({cut} bytes, from a "
                 "crash or a full disk): a row whose "
-                "'sending' record was torn was not sent; a row whose result "
-                "was torn stays 'sending' and is reported unknown"
+                "'writing' record was torn was not sent; a row whose result "
+                "was torn stays 'writing' and is reported unknown"
             )
-        if os.fstat(self._fd).st_size > 0:
-            self._load(identity)
-        else:  # new (or only a torn header: nothing was sent after it)
-            self._write(identity)
-            self.sync()
 
-    def _load(self, identity: dict[str, Any]) -> None:
+    def _load(self, identity: dict[str, Any] | None) -> None:
         records = list(_read_lines(self.path))
         if not records or records[0].get("journal") != FORMAT:
             raise JournalError(f"{self.path} is not a bulk journal")
         header = records[0]
+        run_id = header.get("run")
+        self.run_id = run_id if isinstance(run_id, str) and run_id else None
+        if identity is not None:
+            self._check_identity(header, identity)
+        for record in records[1:]:
+            row = record.get("row")
+            if not isinstance(row, int):
+                continue
+            if record.get("state") in IN_DOUBT:
+                self.in_flight.add(row)
+                self.results.pop(row, None)
+            else:
+                self.in_flight.discard(row)
+                self.results[row] = RowResult(
+                    row,
+                    str(record.get("state")),
+                    record.get("message_id"),
+                    record.get("error_type"),
+                    record.get("error"),
+                )
+
+    def _check_identity(self, header: dict[str, Any], identity: dict[str, Any]) -> None:
         if (header.get("size"), header.get("sha256")) != (
             identity["size"],
             identity["sha256"],
@@ -170,22 +218,6 @@ class Journal:
                     f"delimiter {shown!r} (its rows are numbered that way); "
                     f"resume with --delimiter {shown!r}"
                 )
-        for record in records[1:]:
-            row = record.get("row")
-            if not isinstance(row, int):
-                continue
-            if record.get("state") == "sending":
-                self.in_flight.add(row)
-                self.results.pop(row, None)
-            else:
-                self.in_flight.discard(row)
-                self.results[row] = RowResult(
-                    row,
-                    str(record.get("state")),
-                    record.get("message_id"),
-                    record.get("error_type"),
-                    record.get("error"),
-                )
 
     def _write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
@@ -196,13 +228,13 @@ class Journal:
         if written != len(line):
             raise OSError(f"the journal {self.path} could not be written (disk full?)")
 
-    def sending(self, row: int) -> None:
-        """Record that *row* may leave the process from now on.
+    def writing(self, row: int) -> None:
+        """Record that *row*'s request is about to be written.
 
         Raises:
             OSError: The record is not in the journal: *row* must not be sent.
         """
-        self._write({"row": row, "state": "sending"})
+        self._write({"row": row, "state": "writing"})
 
     def record(self, result: RowResult) -> None:
         """Record the outcome of a row."""
