@@ -305,9 +305,11 @@ def run_cli(argv: Sequence[str] | None) -> int:
     """Run the command line without letting Click exit the process."""
     from ._bulk import bulk
     from ._demo import demo
+    from ._reconcile_command import reconcile
 
     cli.add_command(bulk)
     cli.add_command(demo)
+    cli.add_command(reconcile)
     try:
         result = cli.main(
             args=list(argv) if argv is not None else sys.argv[1:],

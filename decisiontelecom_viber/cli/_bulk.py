@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -22,6 +23,13 @@ from ._fields import convert_row, message_options
 from ._input import InputError, check_csv, detect_delimiter
 from ._job import INTERRUPTED, Job, early_signals
 from ._journal import Journal, JournalError, JournalLockedError, RowResult
+from ._reconcile import (
+    Callbacks,
+    RowReconciler,
+    await_callbacks,
+    listening,
+    parse_address,
+)
 
 
 __all__ = ["bulk"]
@@ -202,6 +210,29 @@ def _check_extension(path: Path, what: str) -> None:
     help="The CSV delimiter (default: detected from the header line among , ; "
     "and tab).",
 )
+@click.option(
+    "--callback-secret",
+    envvar="DECISIONTELECOM_CALLBACK_SECRET",
+    help="Sign each row's callback URL (--callback-url) with this secret and "
+    "a reference naming the row, so that its status callbacks prove it sent "
+    "(see --listen and the reconcile command). Env: "
+    "DECISIONTELECOM_CALLBACK_SECRET.",
+)
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Receive the rows' status callbacks here while the run lasts (put "
+    "it behind the public --callback-url): a row whose answer was lost is "
+    "settled as sent, with its message ID, by its callback.",
+)
+@click.option(
+    "--reconcile-wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --listen: after the last answer, seconds to wait for the "
+    "callbacks of rows still unknown.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def bulk(
@@ -219,6 +250,9 @@ def bulk(
     grace: float,
     force: bool,
     delimiter: str | None,
+    callback_secret: str | None,
+    listen: str | None,
+    reconcile_wait: float,
     no_progress: bool,
     **shared: Any,
 ) -> int:
@@ -231,6 +265,13 @@ def bulk(
     """
     _check_extension(input_file, "INPUT_FILE")
     _check_extension(output, "--output")
+    if callback_secret is not None and not shared.get("callback_url"):
+        raise click.UsageError("--callback-secret needs --callback-url")
+    if listen is not None and callback_secret is None:
+        raise click.UsageError(
+            "--listen needs --callback-secret (an unsigned callback proves nothing)"
+        )
+    address = parse_address(listen) if listen is not None else None
     if delimiter == "tab":
         delimiter = "\t"
     if input_file.suffix.lower() == ".csv":
@@ -301,6 +342,7 @@ def bulk(
                     progress=not no_progress,
                     interrupted=interrupted,
                     delimiter=delimiter,
+                    callbacks=Callbacks(callback_secret, address, reconcile_wait),
                 ),
             )
         finally:
@@ -320,7 +362,16 @@ async def _send_file(
     progress: bool,
     interrupted: Callable[[], bool] = lambda: False,
     delimiter: str = ",",
+    callbacks: Callbacks | None = None,
 ) -> int:
+    callbacks = callbacks or Callbacks(None, None, 0.0)
+    if callbacks.secret is not None and journal.run_id is None:
+        click.echo(
+            f"error: {journal.path} was made by an older version (no run ID to "
+            "sign callbacks with): use another --output, or drop --callback-secret",
+            err=True,
+        )
+        return int(ExitCode.INVALID)
     rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
     client = make_client(**client_options, rate_limit=rate_limit)
     indexes = itertools.count()
@@ -354,7 +405,7 @@ async def _send_file(
                 shown("unknown")
                 continue
             try:
-                message = message_for(data, shared)
+                message = callbacks.sign(message_for(data, shared), journal, row)
             except ValidationError as error:
                 journal.record(
                     RowResult(row, "failed", None, "ValidationError", str(error))
@@ -371,10 +422,19 @@ async def _send_file(
             click.echo("stopping: interrupted before sending anything", err=True)
             job.stop(INTERRUPTED)
         display = Display(count_rows(input_file, delimiter), progress)
+        reconciler = RowReconciler(journal, job.called_back)
         try:
-            with display:
-                async with client:
-                    await job.run(client, messages(), concurrency)
+            async with contextlib.AsyncExitStack() as stack:
+                if callbacks.address is not None and callbacks.secret is not None:
+                    url = await stack.enter_async_context(
+                        listening(reconciler, callbacks.address, callbacks.secret)
+                    )
+                    click.echo(f"receiving callbacks at {url}", err=True)
+                with display:
+                    async with client:
+                        await job.run(client, messages(), concurrency)
+                if callbacks.address is not None:
+                    await await_callbacks(job, reconciler, callbacks.wait)
         finally:
             # On every exit (an abort's cancellation included): the journal
             # gives every row an outcome, and the results say so.

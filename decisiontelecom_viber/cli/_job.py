@@ -192,6 +192,10 @@ class Job:
             self.stopped = reason
         self._stop_event.set()
 
+    async def wait_stopped(self) -> None:
+        """Return once the run is stopped (a signal, an early stop)."""
+        await self._stop_event.wait()
+
     def _on_signal(self) -> None:
         if self._stop_event.is_set():
             self._say("aborting: the rows still in flight are reported unknown")
