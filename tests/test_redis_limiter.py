@@ -639,6 +639,24 @@ class TestPriority:
         assert max(gaps) < 2.5 / rate
 
 
+class _Distant:
+    """The limiter's scripts with the acquire replies 30 ms on their way."""
+
+    def __init__(self, scripts: LimiterScripts, reserved: asyncio.Event) -> None:
+        self._scripts = scripts
+        self._reserved = reserved
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scripts, name)
+
+    async def acquire(self, *args: Any, **kwargs: Any) -> Any:
+        reply = await self._scripts.acquire(*args, **kwargs)
+        if kwargs.get("want"):
+            self._reserved.set()
+            await asyncio.sleep(0.03)
+        return reply
+
+
 class TestRedisLimiter:
     async def test_two_workers_together_stay_under_the_rate(
         self, redis_client: Redis
@@ -698,6 +716,33 @@ class TestRedisLimiter:
             first = await limiter.acquire()
             waiting = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
             await asyncio.sleep(0.01)  # the dispatcher holds their 3 slots
+            sent = time.monotonic()
+            first.release(
+                Feedback(sent, sent + 0.005, 429, rate_limited=True, retry_after=0.5)
+            )
+            start = time.monotonic()
+            await asyncio.wait_for(waiting[0], 2.0)
+            next_grant = time.monotonic() - start
+            await asyncio.gather(*waiting)
+
+        assert next_grant >= 0.45
+
+    async def test_a_429_drawn_while_slots_are_being_reserved_drops_them(
+        self, redis_client: Redis
+    ) -> None:
+        """The same when the 429 comes while Redis's reply is on its way.
+
+        (Found by an attack: a Redis 30 ms away let the slots go 35 ms after
+        the 429, not after its 0.5 s pause.)
+        """
+        limit = RateLimit(rate=20, burst=1, adaptive=False)
+        async with RedisLimiter(redis_client, limit, key=KEY, horizon=1.0) as limiter:
+            await limiter.acquire()  # (the state is made: later slots are news)
+            first = await limiter.acquire()
+            reserved = asyncio.Event()
+            limiter._scripts = _Distant(limiter._scripts, reserved)  # type: ignore[assignment]
+            waiting = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
+            await reserved.wait()
             sent = time.monotonic()
             first.release(
                 Feedback(sent, sent + 0.005, 429, rate_limited=True, retry_after=0.5)

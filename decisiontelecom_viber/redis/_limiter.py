@@ -589,6 +589,9 @@ class RedisLimiter:
                 if self._reports:
                     # 429s of this worker reach Redis before it sends more.
                     await asyncio.wait(list(self._reports))
+                # Taken before the call: a 429 drawn while it is on its way
+                # came after Redis reserved the slots.
+                refusals = self._refusals
                 try:
                     reply = await self._call_acquire(want, high)
                 except REDIS_ERRORS as error:
@@ -604,7 +607,6 @@ class RedisLimiter:
                     await self._sleep(wait, wakeable=not reply.registered)
                     continue
                 offset = self._offset or 0.0
-                refusals = self._refusals
                 for slot in reply.slots:
                     delay = slot - offset - clock.monotonic()
                     if delay > 0:
