@@ -36,7 +36,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # Console commands not run here: they serve until interrupted, or are slow
 # and run in tests/test_cli.py.
-NOT_RUN = (" sandbox", " demo")
+# (--listen: a receiver on a fixed port, for the API to reach; tested in
+# tests/test_cli_reconcile.py.)
+NOT_RUN = (" sandbox", " demo", " --listen")
 
 pytestmark = pytest.mark.integration
 
