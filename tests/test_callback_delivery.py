@@ -19,10 +19,11 @@ from starlette.routing import Mount
 from decisiontelecom_viber import (
     AsyncViberClient,
     CallbackReceiver,
+    OutcomeUnknownError,
     StatusCallback,
     ViberMessage,
 )
-from decisiontelecom_viber.sandbox import SandboxServer
+from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer
 
 from .helpers import eventually
 from .rawhttp import RawServer, delayed, respond
@@ -77,6 +78,26 @@ async def test_the_documented_route_receives_every_status(
     assert {message_id} == {event.message_id for event in app.events}
     assert 0 == viber_sandbox.sandbox.stats.callbacks_undelivered
     assert app.receiver.stats.received >= 2
+
+
+@pytest.mark.parametrize("fault", ["fault_disconnect_after", "fault_truncated_body"])
+@pytest.mark.parametrize("served", ["route"], indirect=True)
+async def test_a_message_whose_answer_was_broken_still_gets_its_callbacks(
+    served: tuple[App, str], viber_sandbox: SandboxServer, fault: str
+) -> None:
+    """The API accepted it, so its status callbacks follow (reconciliation's proof)."""
+    app, url = served
+    viber_sandbox.sandbox.reset(SandboxConfig(**{fault: 1.0}))
+    async with AsyncViberClient(
+        viber_sandbox.access_key, base_url=viber_sandbox.base_url
+    ) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.send_message(otp(url))
+    (accepted,) = viber_sandbox.sandbox.messages()
+    viber_sandbox.sandbox.advance(10)
+
+    await eventually(lambda: len(app.events) >= 2)
+    assert {accepted.message_id} == {event.message_id for event in app.events}
 
 
 @pytest.mark.filterwarnings(
