@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from decisiontelecom_viber import signed_callback_url
-from decisiontelecom_viber.cli import ExitCode
+from decisiontelecom_viber.cli import ExitCode, main
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .servers import unused_port
@@ -170,3 +171,71 @@ def _forge(url: str, row: int, run_id: str, port: int) -> list[int]:
     return [
         httpx.post(target, content=body, timeout=5).status_code for target in attempts
     ]
+
+
+class TestUsage:
+    """Refused before anything is sent or listened on, with one clear line."""
+
+    @pytest.mark.parametrize(
+        ("options", "said"),
+        [
+            (["--callback-secret", SECRET], "--callback-secret needs --callback-url"),
+            (
+                ["--callback-url", "https://example.com/cb", "--listen", "127.0.0.1:1"],
+                "--listen needs --callback-secret",
+            ),
+        ],
+        ids=["secret-without-url", "listen-without-secret"],
+    )
+    def test_callback_options_need_each_other(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        options: list[str],
+        said: str,
+    ) -> None:
+        source = rows_file(tmp_path / "in.jsonl", 1)
+        output = tmp_path / "o.jsonl"
+        code = main(["bulk", str(source), "-o", str(output), "--sender", "A", *options])
+        assert ExitCode.USAGE == code
+        assert said in capsys.readouterr().err
+
+    def test_an_address_in_use_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        source = rows_file(tmp_path / "in.jsonl", 1)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with serve_sandbox(SandboxConfig(access_key=KEY)) as api:
+                args = bulk(
+                    source,
+                    tmp_path / "o.jsonl",
+                    api,
+                    *("--callback-url", "https://example.com/cb"),
+                    *("--callback-secret", SECRET),
+                    *("--listen", f"127.0.0.1:{port}"),
+                )
+                code = main([*args[3:], "--access-key", KEY])
+                requests = api.sandbox.stats.requests
+        assert ExitCode.INVALID == code
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+        assert 0 == requests
+
+    def test_reconcile_needs_a_journal(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        output = tmp_path / "o.jsonl"
+        code = main(
+            [
+                "reconcile",
+                str(output),
+                "--listen",
+                "127.0.0.1:0",
+                "--callback-secret",
+                SECRET,
+            ]
+        )
+        assert ExitCode.INVALID == code
+        assert "does not exist: nothing to reconcile" in capsys.readouterr().err

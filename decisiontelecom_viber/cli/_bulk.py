@@ -426,9 +426,16 @@ async def _send_file(
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if callbacks.address is not None and callbacks.secret is not None:
-                    url = await stack.enter_async_context(
-                        listening(reconciler, callbacks.address, callbacks.secret)
-                    )
+                    try:
+                        url = await stack.enter_async_context(
+                            listening(reconciler, callbacks.address, callbacks.secret)
+                        )
+                    except OSError as error:
+                        host, port = callbacks.address
+                        click.echo(
+                            f"error: cannot listen on {host}:{port}: {error}", err=True
+                        )
+                        return int(ExitCode.INVALID)
                     click.echo(f"receiving callbacks at {url}", err=True)
                 with display:
                     async with client:

@@ -79,6 +79,9 @@ def reconcile(output: Path, listen: str, callback_secret: str, timeout: float) -
                 asyncio.run(_listen(reconciler, address, callback_secret, timeout))
             except KeyboardInterrupt:
                 click.echo("stopped", err=True)
+            except OSError as error:
+                click.echo(f"error: cannot listen on {listen}: {error}", err=True)
+                return int(ExitCode.INVALID)
         for row in sorted(journal.in_flight):  # left on the wire, still unknown
             journal.record(
                 RowResult(
