@@ -441,6 +441,7 @@ class AsyncViberClient:
         progress_interval: float = 0.5,
         priority: Priority = "normal",
         on_write: Callable[[int], None] | None = None,
+        on_refused: Callable[[int], None] | None = None,
     ) -> ResultStream[SendResult]:
         """Send many messages concurrently; yield one `SendResult` per item.
 
@@ -473,17 +474,28 @@ class AsyncViberClient:
                 know, after a crash, which items may have been sent and
                 which certainly were not. If it raises, nothing is written
                 and the item fails with `WriteRefusedError`.
+            on_refused: With *on_write*: called with the index when that
+                write was refused for sure (a 429, the API's own 500/503,
+                a connection that never reached it) and the item waits for
+                a retry; nothing of it is on the wire until *on_write* is
+                called again.
 
         Returns:
             An async iterator of `SendResult`, also an async context manager.
         """
         self._check_open()
         priority = check_priority(priority)
-        if on_write is not None and not callable(on_write):
-            raise ConfigurationError("on_write must be callable")
+        for name, callback in (("on_write", on_write), ("on_refused", on_refused)):
+            if callback is not None and not callable(callback):
+                raise ConfigurationError(f"{name} must be callable")
         return ResultStream(
             messages,
-            functools.partial(self._send_item, priority=priority, on_write=on_write),
+            functools.partial(
+                self._send_item,
+                priority=priority,
+                on_write=on_write,
+                on_refused=on_refused,
+            ),
             concurrency=concurrency,
             ordered=ordered,
             outcome=_send_outcome,
@@ -574,6 +586,7 @@ class AsyncViberClient:
         *,
         priority: Priority,
         on_write: Callable[[int], None] | None = None,
+        on_refused: Callable[[int], None] | None = None,
     ) -> SendResult:
         try:
             message = coerce_message(item)
@@ -581,7 +594,11 @@ class AsyncViberClient:
                 message = self._callback.attach(message)
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, item, error=error)
-        token = None if on_write is None else before_write.set(_once(on_write, index))
+        token = (
+            None
+            if on_write is None
+            else before_write.set(_OnWrite(on_write, on_refused, index))
+        )
         try:
             message_id = await self._pipeline.run(
                 self._send_op, encode_message(message), priority
@@ -622,17 +639,35 @@ def check_max_connections(value: object) -> None:
         raise ConfigurationError("max_connections must be an int >= 1")
 
 
-def _once(on_write: Callable[[int], None], index: int) -> Callable[[], None]:
-    """*on_write* for item *index*, called before its first attempt only."""
-    called = False
+class _OnWrite:
+    """The `before_write` hook of one bulk item: *on_write* once per write.
 
-    def hook() -> None:
-        nonlocal called
-        if not called:
-            on_write(index)
-            called = True  # (after: a failed call refuses the retry's write too)
+    Called again after *on_refused* (the attempt was refused for sure, a
+    retry waits).
+    """
 
-    return hook
+    __slots__ = ("_called", "_index", "_on_refused", "_on_write")
+
+    def __init__(
+        self,
+        on_write: Callable[[int], None],
+        on_refused: Callable[[int], None] | None,
+        index: int,
+    ) -> None:
+        self._on_write = on_write
+        self._on_refused = on_refused
+        self._index = index
+        self._called = False
+
+    def __call__(self) -> None:
+        if not self._called:
+            self._on_write(self._index)
+            self._called = True  # (after: a failed call refuses the retry too)
+
+    def not_written(self) -> None:
+        if self._on_refused is not None and self._called:
+            self._on_refused(self._index)
+            self._called = False
 
 
 def _send_outcome(result: SendResult) -> str:

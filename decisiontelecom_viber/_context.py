@@ -10,7 +10,10 @@ be on the wire), and stops before writing anything once the stream is closed
 `before_write` holds what must happen immediately before a request of the
 current task is written (a `SendOnceGuard` marks its record "on the wire",
 the bulk CLI journals the row as "writing"): the pipeline awaits it before
-each attempt's exchange, and writes nothing if it raises.
+each attempt's exchange, and writes nothing if it raises. A hook with a
+``not_written`` method is told when an attempt was refused for sure (a
+429, the API's own 5xx body, a connection that never reached it) and a
+retry will wait: until it is called again, nothing is on the wire.
 """
 
 from __future__ import annotations

@@ -239,6 +239,7 @@ class Pipeline:
             if self._limiter is not None:
                 permit = await self._acquire(write_by, priority)
                 sent_at += permit.waited
+        hooked = False
         status: int | None = None
         limits: RateLimitHeaders | None = None
         asked_wait: float | None = None
@@ -254,7 +255,7 @@ class Pipeline:
                 content=body,
                 extensions={"timeout": self._timeouts(deadline, write_by)},
             )
-            await _run_before_write()
+            hooked = await _run_before_write()
             self._count("attempts")
             status, headers, raw = await self._write(request, deadline, call)
             limits = parse_rate_limit_headers(headers)
@@ -274,6 +275,14 @@ class Pipeline:
             if permit is not None:
                 self._release(permit, sent_at, status, limits, failure, asked_wait)
         # Only a failure gets here.
+        if (
+            hooked
+            and verdict(failure) is Verdict.RETRY_SAFE
+            and not call.maybe_processed
+        ):
+            # Refused for sure (or never reached the API): nothing of it is
+            # on the wire while a retry waits.
+            await _run_not_written()
         if isinstance(failure, RateLimitError):
             self._count("rate_limited")
         if verdict(failure) is Verdict.UNKNOWN:
@@ -455,11 +464,30 @@ class Pipeline:
         await self._calls.close()
 
 
-async def _run_before_write() -> None:
-    """Run the task's `before_write` hook; its failure means "do not write"."""
+async def _run_not_written() -> None:
+    """Tell the task's hook its write was not processed (best effort)."""
+    hook = before_write.get()
+    undo = getattr(hook, "not_written", None)
+    if undo is None:
+        return
+    try:
+        pending = undo()
+        if inspect.isawaitable(pending):
+            await pending
+    except Exception as error:  # noqa: BLE001 - the mark stays: in doubt, safely
+        logger.debug(
+            "could not record that a refused request is not on the wire: %s", error
+        )
+
+
+async def _run_before_write() -> bool:
+    """Run the task's `before_write` hook (whether there is one).
+
+    Its failure means "do not write".
+    """
     hook = before_write.get()
     if hook is None:
-        return
+        return False
     try:
         pending = hook()
         if inspect.isawaitable(pending):
@@ -471,6 +499,7 @@ async def _run_before_write() -> None:
         raise WriteRefusedError(
             f"the record due before writing failed ({name}); nothing was sent"
         ) from error
+    return True
 
 
 def _cut(value: float | None, left: float) -> float | None:

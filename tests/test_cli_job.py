@@ -495,3 +495,37 @@ def test_after_a_kill_only_rows_on_the_wire_are_in_doubt(
     assert in_doubt == {r["row"] for r in rows if r["outcome"] == "unknown"}
     assert 300 - len(in_doubt) == len([r for r in rows if r["outcome"] == "sent"])
     assert_nobody_twice(api)
+
+
+def test_rows_refused_with_429_are_not_in_doubt_while_they_wait(
+    tmp_path: Path,
+) -> None:
+    """A 429 proves the request was not processed: a row waiting for its retry
+    is journaled "waiting", and a kill then leaves it to be sent on resume.
+
+    (Found by an attack: 21 rows refused with 429s stayed unknown forever.)
+    """
+    config = SandboxConfig(access_key=KEY, latency=0.1, rate_limit=5, burst=5)
+    with serve_sandbox(config) as api:
+        source = rows_file(tmp_path / "in.jsonl", 400)
+        output = tmp_path / "out.jsonl"
+        journal = output.with_name(output.name + ".journal")
+        args = command(source, output, api.base_url, "--rate", "20", "--attempts", "8")
+        args[args.index("--concurrency") + 1] = "32"
+        run = start(args)
+        wait_for(lambda: api.sandbox.stats.rate_limited >= 20)
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=30)
+        received = {int(m.text.split()[1]) + 1 for m in api.sandbox.messages()}
+        refused = api.sandbox.stats.rate_limited
+    last_state: dict[int, str] = {}
+    for line in journal.read_text().splitlines()[1:]:
+        record = json.loads(line)
+        last_state[record["row"]] = record["state"]
+    recorded = {row for row, state in last_state.items() if state == "sent"}
+    in_doubt = {row for row, state in last_state.items() if state == "writing"}
+
+    assert refused >= 20
+    assert "waiting" in last_state.values()
+    assert received - recorded <= in_doubt
+    assert len(in_doubt) <= len(received - recorded) + 2

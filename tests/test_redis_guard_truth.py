@@ -26,6 +26,7 @@ from decisiontelecom_viber import (
     Feedback,
     OutcomeUnknownError,
     RateLimit,
+    RetryPolicy,
     SendOutcome,
     ViberMessage,
 )
@@ -490,3 +491,31 @@ async def test_closing_a_guarded_stream_frees_the_keys_it_never_sent(
     assert isinstance(second.error, ClientClosedError)
     assert await guard.lookup(second.dedupe_key or "") is None
     assert 1 == len(server.received)
+
+
+async def test_a_key_refused_with_429_is_not_on_the_wire_while_it_waits(
+    guard: SendOnceGuard, server: raw.RawServer
+) -> None:
+    """A 429 proves nothing was processed: the retry's wait is not in doubt.
+
+    (Found by an attack: a worker killed while a 429'd send waited for its
+    retry left the key unresolved forever.)
+    """
+    server.then(
+        raw.respond(429, {"error": "rate limit"}, headers=[("Retry-After", "1")]),
+        raw.accepted(4242),
+    )
+    retry = RetryPolicy(attempts=2, wait_initial=0.5, wait_max=1.0)
+    async with AsyncViberClient(KEY, base_url=server.base_url, retry=retry) as client:
+        sending = asyncio.create_task(guard.send(client, MESSAGE, dedupe_key="k429"))
+        await eventually(lambda: len(server.received) == 1)
+        await asyncio.sleep(0.2)  # answered 429; the retry waits
+        waiting = await guard.lookup("k429")
+        message_id = await sending
+    done = await guard.lookup("k429")
+
+    assert waiting is not None
+    assert (SendState.PENDING, False) == (waiting.state, waiting.on_the_wire)
+    assert 4242 == message_id
+    assert done is not None
+    assert (SendState.SENT, True) == (done.state, done.on_the_wire)

@@ -373,7 +373,11 @@ async def _send_file(
         )
         return int(ExitCode.INVALID)
     rate_limit = RateLimit(rate=rate, adaptive=False) if rate else RateLimit()
-    client = make_client(**client_options, rate_limit=rate_limit)
+    # A connection per request in flight: a request waiting for a pooled
+    # connection is journaled "writing" already (its hook runs first).
+    client = make_client(
+        **client_options, rate_limit=rate_limit, max_connections=max(100, concurrency)
+    )
     indexes = itertools.count()
     display: Display | None = None
 

@@ -155,6 +155,12 @@ class Job:
         self.journal.writing(row)
         self.written.add(row)
 
+    def refused(self, index: int) -> None:
+        """Send number *index* was refused for sure; a retry waits."""
+        row = self.rows_of[index]
+        self.journal.waiting(row)
+        self.written.discard(row)
+
     def taking(self) -> bool:
         """Whether rows may still be taken."""
         return self.stopped is None
@@ -229,7 +235,10 @@ class Job:
     ) -> None:
         """Send *messages* and record every result, until done or stopped."""
         stream = client.send_messages(
-            messages, concurrency=concurrency, on_write=self.writing
+            messages,
+            concurrency=concurrency,
+            on_write=self.writing,
+            on_refused=self.refused,
         )
         consumer = asyncio.ensure_future(self._consume(stream))
         checkpoints = asyncio.ensure_future(self._checkpoints())

@@ -10,6 +10,9 @@ An append-only JSON Lines file beside the results (``RESULTS.journal``):
   rate limiter let it go (the client's ``on_write``): a row waiting for the
   limiter has no record, so a crash leaves only the rows on the wire in
   doubt;
+* ``{"row": N, "state": "waiting"}`` when that request was refused for sure
+  (a 429, the API's own 5xx) and a retry waits: not on the wire until its
+  next ``writing``;
 * ``{"row": N, "state": "sent" | "failed" | "unknown", ...}`` once it has a
   result (a callback reconciling an unknown row appends a ``sent`` one).
 
@@ -187,8 +190,12 @@ class Journal:
             row = record.get("row")
             if not isinstance(row, int):
                 continue
-            if record.get("state") in IN_DOUBT:
+            state = record.get("state")
+            if state in IN_DOUBT:
                 self.in_flight.add(row)
+                self.results.pop(row, None)
+            elif state == "waiting":  # refused for sure: as if never written
+                self.in_flight.discard(row)
                 self.results.pop(row, None)
             else:
                 self.in_flight.discard(row)
@@ -235,6 +242,10 @@ class Journal:
             OSError: The record is not in the journal: *row* must not be sent.
         """
         self._write({"row": row, "state": "writing"})
+
+    def waiting(self, row: int) -> None:
+        """Record that *row*'s request was refused for sure; a retry waits."""
+        self._write({"row": row, "state": "waiting"})
 
     def record(self, result: RowResult) -> None:
         """Record the outcome of a row."""

@@ -95,9 +95,11 @@ class RowReconciler:
             return
         journal = self._journal
         current = journal.results.get(row)
-        if current is None and row not in journal.in_flight:
-            # On the wire now (or not sent yet): its answer decides, unless
-            # it is lost.
+        if (current is None and row not in journal.in_flight) or (
+            current is not None and current.outcome == "failed"
+        ):
+            # On the wire now (or not sent yet; a failed row is sent again
+            # by this run): its answer decides, unless it is lost.
             self._called_back.setdefault(row, event.message_id)
             return
         if current is not None and current.outcome != "unknown":

@@ -185,6 +185,10 @@ class SendOnceResult:
 def _check_key(dedupe_key: object) -> str:
     if not isinstance(dedupe_key, str) or not dedupe_key:
         raise ValidationError("dedupe_key", "must be a non-empty string")
+    try:
+        dedupe_key.encode()
+    except UnicodeEncodeError:  # (a lone surrogate: Redis cannot store it)
+        raise ValidationError("dedupe_key", "must be valid Unicode") from None
     return dedupe_key
 
 
@@ -744,6 +748,16 @@ class _Mark:
                 self._redis_key,
             )
         self.done = True
+
+    async def not_written(self) -> None:
+        """The attempt was refused for sure, a retry waits: claimed again."""
+        if not self.done:
+            return
+        verdict, _ = await self._scripts.mark(
+            self._redis_key, owner=self._owner, ttl=self._ttl, unmark=True
+        )
+        if verdict == "ok":
+            self.done = False  # the retry marks again
 
 
 # How a settle action reads in logs.

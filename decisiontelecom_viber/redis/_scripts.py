@@ -664,8 +664,9 @@ return {'exists', current}
 
 # Mark owner ARGV[2]'s claim 'writing': its request is about to be written.
 # Only the owner's pending record is marked; a record that vanished (a Redis
-# restart) is written again. Replies {'ok'|'recreated'|'not_owner', record
-# JSON or ''}.
+# restart) is written again. With ARGV[4] = 'unmark', the other way: its
+# request was refused for sure and a retry waits ('claimed' again). Replies
+# {'ok'|'recreated'|'not_owner', record JSON or ''}.
 MARK_LUA = (
     _GUARD_PRELUDE
     + """
@@ -678,6 +679,16 @@ if current then
   if record.owner ~= owner or record.state ~= 'pending' then
     return {'not_owner', current}
   end
+  if ARGV[4] == 'unmark' then
+    record.phase = 'claimed'
+    record.written_at = nil
+    record.updated_at = fmt(now)
+    current = cjson.encode(record)
+    redis.call('SET', KEYS[1], current, 'KEEPTTL')
+    return {'ok', current}
+  end
+elseif ARGV[4] == 'unmark' then
+  return {'not_owner', ''}
 else
   record = {state = 'pending', owner = owner, claimed_at = fmt(now),
     lease_until = fmt(now)}
@@ -836,10 +847,21 @@ class GuardScripts:
         return decode(reply[0]), _record(reply[1])
 
     async def mark(
-        self, key: str, *, owner: str, ttl: float, now: float | None = None
+        self,
+        key: str,
+        *,
+        owner: str,
+        ttl: float,
+        unmark: bool = False,
+        now: float | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
-        """Mark *owner*'s claim of *key* as being written; (verdict, record)."""
-        args = ["" if now is None else repr(now), owner, str(max(1, round(ttl * 1000)))]
+        """Mark *owner*'s claim of *key* as being written (or, *unmark*, not)."""
+        args = [
+            "" if now is None else repr(now),
+            owner,
+            str(max(1, round(ttl * 1000))),
+            "unmark" if unmark else "mark",
+        ]
         reply: Sequence[object] = await self._mark(keys=[key], args=args)
         return decode(reply[0]), _record(reply[1])
 
