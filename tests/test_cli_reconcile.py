@@ -20,8 +20,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from decisiontelecom_viber import signed_callback_url
+from decisiontelecom_viber import MessageStatus, StatusCallback, signed_callback_url
 from decisiontelecom_viber.cli import ExitCode, main
+from decisiontelecom_viber.cli._journal import Journal, RowResult
+from decisiontelecom_viber.cli._reconcile import RowReconciler
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .servers import unused_port
@@ -239,3 +241,29 @@ class TestUsage:
         )
         assert ExitCode.INVALID == code
         assert "does not exist: nothing to reconcile" in capsys.readouterr().err
+
+
+async def test_a_callback_of_a_failed_row_being_resent_is_kept(tmp_path: Path) -> None:
+    """A resume sends failed rows again: their callback waits for the answer.
+
+    (Found by an attack: it was a "conflict", and the row ended unknown.)
+    """
+    source = rows_file(tmp_path / "in.jsonl", 1)
+    journal = Journal(tmp_path / "out.jsonl.journal", source, resume=False)
+    try:
+        journal.record(RowResult(1, "failed", None, "AuthenticationError", "401"))
+        called_back: dict[int, int] = {}
+        reconciler = RowReconciler(journal, called_back)
+        await reconciler(
+            StatusCallback(
+                message_id=77,
+                status=MessageStatus.SENT,
+                reference=f"{journal.run_id}:1",
+                authenticated=True,
+            )
+        )
+    finally:
+        journal.close()
+
+    assert {1: 77} == called_back
+    assert 0 == reconciler.counts.conflicts

@@ -416,3 +416,13 @@ async def test_an_id_is_returned_even_if_redis_fails_after_the_send(
     assert "retrying in the background" in warnings[0].getMessage()
     assert 1 == len(errors)
     assert "gave up" in errors[0].getMessage()
+
+
+async def test_a_key_that_is_not_valid_unicode_is_refused_before_anything(
+    guard: SendOnceGuard, client: AsyncViberClient, viber_sandbox: SandboxServer
+) -> None:
+    """A lone surrogate cannot be stored in Redis: a ValidationError, not "unknown"."""
+    with pytest.raises(ValidationError, match="dedupe_key"):
+        await guard.send(client, message(), dedupe_key="bad\ud800")
+
+    assert 0 == viber_sandbox.sandbox.stats.requests
