@@ -841,9 +841,11 @@ class TestConfiguredPacing:
     ) -> None:
         """All sent, (nearly) no 429, near the ideal time at that rate.
 
-        The 1.05x target is measured by ``nox -s bench`` on a quiet machine;
-        here the bound only catches a pace gone wrong (half the rate is 2x),
-        not a loaded CI runner's scheduling delays.
+        The 1.05x and 0.5 % targets are measured by ``nox -s bench`` on a
+        quiet machine; here the bounds only catch a pace gone wrong (half
+        the rate is 2x; the bug this guards against lost 44 % of a
+        campaign), not a loaded CI runner's scheduling delays (one clean-
+        clone run: 1.21x the ideal and 4 429s, where quiet runs have 0).
         """
         elapsed, sent = await campaign(
             redis_client, warm_sandbox, RateLimit(rate=rate, burst=burst), total
@@ -856,7 +858,7 @@ class TestConfiguredPacing:
             f"({elapsed / ideal:.3f}x the ideal), {stats.rate_limited} 429s"
         )
         assert (total, total) == (sent, stats.accepted)
-        assert stats.rate_limited <= 0.005 * total
+        assert stats.rate_limited <= 0.01 * total
         assert elapsed <= 1.3 * ideal + 0.3
 
     async def test_above_the_limit(
