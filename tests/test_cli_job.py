@@ -93,6 +93,15 @@ def assert_agrees_with_the_server(output: Path, api: SandboxServer) -> None:
     assert claimed <= received
 
 
+def journal_states(journal: Path) -> dict[int, str]:
+    """Each row's last state in a journal (what a resume goes by)."""
+    states = {}
+    for line in journal.read_text().splitlines()[1:]:
+        record = json.loads(line)
+        states[record["row"]] = record["state"]
+    return states
+
+
 def assert_nobody_twice(api: SandboxServer) -> None:
     texts = [m.text for m in api.sandbox.messages()]
     assert 0 == api.sandbox.stats.duplicates
@@ -478,10 +487,7 @@ def test_after_a_kill_only_rows_on_the_wire_are_in_doubt(
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=30)
     received = {m.text for m in api.sandbox.messages()}
-    last_state: dict[int, str] = {}
-    for line in journal.read_text().splitlines()[1:]:
-        record = json.loads(line)
-        last_state[record["row"]] = record["state"]
+    last_state = journal_states(journal)
     recorded = {row for row, state in last_state.items() if state == "sent"}
     in_doubt = {row for row, state in last_state.items() if state == "writing"}
     unrecorded = {int(text.split()[1]) + 1 for text in received} - recorded
@@ -518,10 +524,7 @@ def test_rows_refused_with_429_are_not_in_doubt_while_they_wait(
         run.communicate(timeout=30)
         received = {int(m.text.split()[1]) + 1 for m in api.sandbox.messages()}
         refused = api.sandbox.stats.rate_limited
-    last_state: dict[int, str] = {}
-    for line in journal.read_text().splitlines()[1:]:
-        record = json.loads(line)
-        last_state[record["row"]] = record["state"]
+    last_state = journal_states(journal)
     recorded = {row for row, state in last_state.items() if state == "sent"}
     in_doubt = {row for row, state in last_state.items() if state == "writing"}
 

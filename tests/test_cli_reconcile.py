@@ -27,6 +27,7 @@ from decisiontelecom_viber.cli._reconcile import RowReconciler
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .servers import unused_port
+from .test_cli_job import rows_file
 
 
 pytestmark = pytest.mark.integration
@@ -34,16 +35,6 @@ pytestmark = pytest.mark.integration
 KEY = "reconcile-key"
 SECRET = "cli-callback-secret-0123456789abcdef"
 ENV = {**os.environ, "DECISIONTELECOM_ACCESS_KEY": KEY}
-
-
-def rows_file(path: Path, count: int) -> Path:
-    path.write_text(
-        "".join(
-            json.dumps({"receiver": f"38070{n:07d}", "text": f"row {n}"}) + "\n"
-            for n in range(count)
-        )
-    )
-    return path
 
 
 def bulk(source: Path, output: Path, api: SandboxServer, *extra: str) -> list[str]:

@@ -605,6 +605,12 @@ local function fresh_claim()
   return cjson.encode({state = 'pending', phase = 'claimed', owner = owner,
     claimed_at = fmt(now), updated_at = fmt(now), lease_until = fmt(now + lease)})
 end
+-- Replace what the key holds (nothing sent, or given up on) by this claim.
+local function claim_afresh()
+  local fresh = fresh_claim()
+  redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
+  return {'claimed', fresh}
+end
 if mode == 'claim' then
   local record = fresh_claim()
   if redis.call('SET', KEYS[1], record, 'NX', 'PX', ttl_ms) then
@@ -619,11 +625,7 @@ if record.state == 'released' then
   if mode == 'claim' and record.owner == owner then
     return {'released', ''}  -- that very claim, arriving late: do nothing
   end
-  if mode == 'claim' then
-    local fresh = fresh_claim()
-    redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
-    return {'claimed', fresh}
-  end
+  if mode == 'claim' then return claim_afresh() end
   return {'absent', ''}
 end
 if mode == 'claim' and owner ~= '' and record.owner == owner
@@ -637,11 +639,7 @@ if record.state == 'pending' and tonumber(record.lease_until) <= now then
     -- Its worker stopped (or waited past its lease) before writing
     -- anything: nothing was sent, the key is free. (If that worker is
     -- still alive, its mark finds another owner and it sends nothing.)
-    if mode == 'claim' then
-      local fresh = fresh_claim()
-      redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
-      return {'claimed', fresh}
-    end
+    if mode == 'claim' then return claim_afresh() end
     return {'absent', ''}
   end
   record.state = 'unknown'
@@ -654,9 +652,7 @@ end
 if mode == 'claim' and give_up and record.state == 'unknown'
     and tonumber(record.updated_at) + give_up <= now then
   -- The caller accepts the risk: no callback settled it in time.
-  local fresh = fresh_claim()
-  redis.call('SET', KEYS[1], fresh, 'PX', ttl_ms)
-  return {'claimed', fresh}
+  return claim_afresh()
 end
 return {'exists', current}
 """
