@@ -64,6 +64,8 @@ from ._retry import RetryDetails as RetryDetails
 from ._retry import RetryHook as RetryHook
 from ._retry import RetryPolicy as RetryPolicy
 from ._signing import signed_callback_url as signed_callback_url
+from ._sync import ViberClient as ViberClient
+from ._syncstream import SyncResultStream as SyncResultStream
 from ._signing import verify_callback_token as verify_callback_token
 
 
@@ -115,9 +117,11 @@ __all__ = [
     "StatusHandler",
     "StatusResult",
     "StatusTimeoutError",
+    "SyncResultStream",
     "SystemClock",
     "UnexpectedResponseError",
     "ValidationError",
+    "ViberClient",
     "ViberError",
     "ViberMessage",
     "WriteRefusedError",

@@ -1,0 +1,485 @@
+"""`ViberClient`: the sync twin of `AsyncViberClient`.
+
+One `ViberClient` owns one `AsyncViberClient` and one private event loop in
+a thread of its own (`_portal`): every method runs the async method there
+and waits for it, so that any number of threads share one connection pool
+and one rate limiter, with the same guarantees, errors and metrics.
+
+A client used in a process other than the one that created it (Celery's
+prefork pool, gunicorn: they fork after import) starts a new thread there;
+if it had already run calls before the fork, it also builds a new async
+client from its settings, unless they hold objects that cannot cross a fork
+(an ``http_client``, a `Limiter` instance), in which case it refuses before
+sending anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import warnings
+import weakref
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import httpx
+
+from ._client import AsyncViberClient, MessageLike
+from ._clock import Clock
+from ._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS
+from ._context import before_write
+from ._errors import ClientClosedError, ConfigurationError, OutcomeUnknownError
+from ._limits import Limiter, Priority, RateLimit
+from ._metrics import ClientMetrics
+from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
+from ._options import DEFAULT, Default
+from ._portal import LEFT_BEHIND, Portal, Returned
+from ._retry import RetryHook, RetryPolicy
+from ._syncstream import ProgressCallback, SyncResultStream
+
+
+__all__ = ["ViberClient"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Settings:
+    """What builds the async client again after a fork (the key included)."""
+
+    __slots__ = ("key", "options")
+
+    def __init__(self, key: str | None, options: dict[str, Any]) -> None:
+        self.key = key
+        self.options = options
+
+    def __repr__(self) -> str:  # (a traceback's locals show it)
+        return "<ViberClient settings, redacted>"
+
+    def build(self) -> AsyncViberClient:
+        return AsyncViberClient(self.key, **self.options)
+
+    def cannot_cross_a_fork(self) -> str | None:
+        """What in the settings belongs to the process that made it, if anything."""
+        if self.options.get("http_client") is not None:
+            return "an http_client"
+        rate_limit = self.options.get("rate_limit")
+        if rate_limit is not None and not isinstance(
+            rate_limit, (RateLimit, int, float)
+        ):
+            return "a Limiter instance"
+        return None
+
+
+class _State:
+    """A `ViberClient`'s parts, shared with its finalizer."""
+
+    __slots__ = ("client", "closed", "pid", "portal", "used")
+
+    def __init__(self, client: AsyncViberClient) -> None:
+        self.client = client
+        self.portal = Portal()
+        self.pid = os.getpid()
+        self.used = False
+        self.closed = False
+
+
+class _Witness:
+    """The `before_write` hook of one sync send: whether it may be on the wire."""
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written = False
+
+    def __call__(self) -> None:
+        self.written = True
+
+    def not_written(self) -> None:
+        self.written = False
+
+
+class ViberClient:
+    """Sync client of DecisionTelecom's Viber Business Messages API.
+
+    The same arguments, methods, errors and guarantees as `AsyncViberClient`,
+    for code without an event loop: Django and Flask views, scripts, Celery
+    tasks. It is thread-safe: make one per process and share it (its
+    connection pool and rate limiter are shared by every thread). Close it
+    with ``with ViberClient(...) as client:`` or `close`; a client dropped
+    or still open at exit is closed with a `ResourceWarning`.
+
+    Its calls run on a private event loop in a thread of its own. Callbacks
+    (*on_retry*, ``on_progress``, ``on_write``) run in that thread: keep them
+    short, and do not call the client from them.
+
+    Ctrl-C while a call waits cancels the call, waits until it has ended and
+    raises the `KeyboardInterrupt`. For `send_message`, the interrupt's
+    ``__cause__`` is an `OutcomeUnknownError` if its request was written
+    (the message may have been sent), and a note says what happened.
+
+    After a fork (Celery's prefork pool, gunicorn) the client starts a new
+    thread in the child on its first call. If it had made calls before the
+    fork it also builds a new connection pool; with an *http_client* or a
+    `Limiter` instance (such as a `RedisLimiter`) it then raises
+    `ConfigurationError` instead, before sending: create such a client in
+    each process (for example in Celery's ``worker_process_init``), or do
+    not use it before the fork.
+
+    Args are those of `AsyncViberClient`.
+
+    Raises:
+        ConfigurationError: No access key, or an invalid setting.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_settings", "_state")
+
+    def __init__(
+        self,
+        access_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | Default | None = DEFAULT,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, immutable
+        rate_limit: RateLimit | Limiter | float | None = RateLimit(),  # noqa: B008
+        http_client: httpx.AsyncClient | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        verify: ssl.SSLContext | str | bool = True,
+        proxy: str | httpx.Proxy | Default | None = DEFAULT,
+        allow_insecure_http: bool = False,
+        on_retry: RetryHook | Sequence[RetryHook] = (),
+        callback_url: str | None = None,
+        callback_secret: str | bytes | Sequence[str | bytes] | None = None,
+        callback_reference: Callable[[ViberMessage], str | None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        # The key leaves this frame at once (a traceback's locals show it).
+        settings = _Settings(
+            access_key,
+            {
+                "base_url": base_url,
+                "timeout": timeout,
+                "retry": retry,
+                "rate_limit": rate_limit,
+                "http_client": http_client,
+                "max_connections": max_connections,
+                "verify": verify,
+                "proxy": proxy,
+                "allow_insecure_http": allow_insecure_http,
+                "on_retry": on_retry,
+                "callback_url": callback_url,
+                "callback_secret": callback_secret,
+                "callback_reference": callback_reference,
+                "clock": clock,
+            },
+        )
+        del access_key, callback_secret
+        self._settings = settings
+        self._state = _State(settings.build())
+        self._finalizer = weakref.finalize(self, _close_forgotten, self._state)
+
+    def __repr__(self) -> str:
+        state = getattr(self, "_state", None)
+        if state is None:
+            return "<ViberClient (not set up)>"
+        status = "closed" if state.closed else "open"
+        return f"<ViberClient base_url={state.client.base_url!r} {status}>"
+
+    # -- what the async client knows ----------------------------------------------
+
+    @property
+    def async_client(self) -> AsyncViberClient:
+        """The `AsyncViberClient` behind this client (use it only through `call`)."""
+        return self._state.client
+
+    @property
+    def base_url(self) -> str:
+        """The API root this client talks to."""
+        return self._state.client.base_url
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._state.client.retry_policy
+
+    @property
+    def rate_limiter(self) -> Limiter | None:
+        """The limiter every call goes through (None when not limited)."""
+        return self._state.client.rate_limiter
+
+    @property
+    def current_rate(self) -> float | None:
+        """Requests per second the limiter allows now; None when unlimited."""
+        return self._state.client.current_rate
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """A snapshot of the client's counters (`AsyncViberClient.metrics`)."""
+        return self._state.client.metrics
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._state.closed
+
+    def callback_url_for(self, reference: str) -> str | None:
+        """The signed callback URL carrying *reference* (`AsyncViberClient.callback_url_for`)."""
+        return self._state.client.callback_url_for(reference)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def __enter__(self) -> ViberClient:
+        if self._state.closed:
+            raise ClientClosedError
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client, as `AsyncViberClient.aclose` does, and stop its thread.
+
+        Calls waiting to be written raise `ClientClosedError`; calls on the
+        wire finish first. Closing twice is harmless.
+        """
+        state = self._state
+        if state.closed:
+            return
+        state.closed = True
+        self._finalizer.detach()
+        _shut_down(state)
+
+    # -- calls --------------------------------------------------------------------
+
+    def send_message(self, message: MessageLike, *, priority: Priority = "high") -> int:
+        """Send one message and return its message ID (`AsyncViberClient.send_message`).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C while waiting; its ``__cause__`` is an
+                `OutcomeUnknownError` when the request was written.
+            ViberError: As `AsyncViberClient.send_message`.
+        """
+        witness = _Witness()
+
+        async def send(client: AsyncViberClient) -> int:
+            token = before_write.set(witness)
+            try:
+                return await client.send_message(message, priority=priority)
+            finally:
+                before_write.reset(token)
+
+        return self._run(send, witness=witness)
+
+    def get_message_status(
+        self, message_id: int, *, priority: Priority = "high"
+    ) -> MessageReceipt:
+        """Look up the status of a message (`AsyncViberClient.get_message_status`)."""
+        return self._run(
+            lambda client: client.get_message_status(message_id, priority=priority)
+        )
+
+    def wait_for_status(
+        self,
+        message_id: int,
+        *,
+        timeout: float = 300.0,
+        poll_initial: float = 1.0,
+        poll_max: float = 30.0,
+        until: Callable[[MessageReceipt], bool] | None = None,
+        priority: Priority = "high",
+    ) -> MessageReceipt:
+        """Poll a message's status until it is final (`AsyncViberClient.wait_for_status`)."""
+        return self._run(
+            lambda client: client.wait_for_status(
+                message_id,
+                timeout=timeout,
+                poll_initial=poll_initial,
+                poll_max=poll_max,
+                until=until,
+                priority=priority,
+            )
+        )
+
+    def send_messages(
+        self,
+        messages: Iterable[MessageLike] | AsyncIterable[MessageLike],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
+        priority: Priority = "normal",
+        on_write: Callable[[int], None] | None = None,
+        on_refused: Callable[[int], None] | None = None,
+    ) -> SyncResultStream[SendResult]:
+        """Send many messages concurrently; iterate one `SendResult` per item.
+
+        As `AsyncViberClient.send_messages`, iterated with ``for``: use it as
+        ``with client.send_messages(...) as results:`` if you may leave the
+        loop early. The input is read lazily, in a worker thread (so a
+        generator reading a database does not hold up the client's loop).
+        """
+        client, portal = self._ready()
+        return SyncResultStream(
+            portal,
+            lambda items: client.send_messages(
+                items,
+                concurrency=concurrency,
+                ordered=ordered,
+                on_progress=on_progress,
+                progress_interval=progress_interval,
+                priority=priority,
+                on_write=on_write,
+                on_refused=on_refused,
+            ),
+            messages,
+        )
+
+    def get_message_statuses(
+        self,
+        message_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = False,
+        on_progress: ProgressCallback | None = None,
+        progress_interval: float = 0.5,
+        priority: Priority = "normal",
+    ) -> SyncResultStream[StatusResult]:
+        """Look up many statuses; iterate one `StatusResult` per ID."""
+        client, portal = self._ready()
+        return SyncResultStream(
+            portal,
+            lambda items: client.get_message_statuses(
+                items,
+                concurrency=concurrency,
+                ordered=ordered,
+                on_progress=on_progress,
+                progress_interval=progress_interval,
+                priority=priority,
+            ),
+            message_ids,
+        )
+
+    def call(
+        self,
+        function: Callable[Concatenate[AsyncViberClient, P], Coroutine[Any, Any, T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run ``await function(async_client, *args, **kwargs)`` on the client's loop.
+
+        For async APIs that take an `AsyncViberClient`, such as
+        `SendOnceGuard.send`::
+
+            message_id = client.call(guard.send, message, dedupe_key=key)
+
+        Objects they hold that belong to an event loop (a
+        ``redis.asyncio.Redis``) must be used only through this client's
+        calls. Ctrl-C cancels the call and is raised once it has ended.
+        """
+        return self._run(lambda client: function(client, *args, **kwargs))
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _run(
+        self,
+        make: Callable[[AsyncViberClient], Coroutine[Any, Any, T]],
+        *,
+        witness: _Witness | None = None,
+    ) -> T:
+        client, portal = self._ready()
+
+        def explain(interrupt: KeyboardInterrupt, ending: BaseException) -> None:
+            _explain_interrupt(interrupt, ending, witness)
+
+        try:
+            return portal.call(lambda: make(client), on_interrupt=explain)
+        except asyncio.CancelledError:
+            # The loop stopped under the call (the client was closed or
+            # collected): closing waits for requests on the wire.
+            raise ClientClosedError(
+                "this ViberClient was closed while the call waited"
+            ) from None
+
+    def _ready(self) -> tuple[AsyncViberClient, Portal]:
+        state = self._state
+        if state.closed:
+            raise ClientClosedError("this ViberClient is closed; create a new one")
+        if state.pid != os.getpid():
+            self._after_fork(state)
+        state.used = True
+        return state.client, state.portal
+
+    def _after_fork(self, state: _State) -> None:
+        # (Its portal was abandoned by the fork hook: its thread is dead here.)
+        if state.used:
+            reason = self._settings.cannot_cross_a_fork()
+            if reason is not None:
+                raise ConfigurationError(
+                    f"this ViberClient made calls in process {state.pid} before "
+                    f"it was forked, and it holds {reason}, which cannot be used "
+                    "in another process; create the client in each process (for "
+                    "Celery, in a worker_process_init handler) or do not use it "
+                    "before forking; nothing was sent"
+                )
+            LEFT_BEHIND.append(state.client)  # (its sockets are the parent's)
+            state.client = self._settings.build()
+        state.portal = Portal()
+        state.pid = os.getpid()
+
+
+def _explain_interrupt(
+    interrupt: KeyboardInterrupt, ending: BaseException, witness: _Witness | None
+) -> None:
+    if isinstance(ending, Returned):
+        note = f"the call had ended before the interrupt: {ending.value!r}"
+    elif isinstance(ending, KeyboardInterrupt):
+        note = "interrupted again while the call was ending: its outcome is unknown"
+    elif witness is None:
+        note = "the call was cancelled; check its outcome before doing it again"
+    elif witness.written:
+        interrupt.__cause__ = OutcomeUnknownError(
+            "interrupted after the request was written: the message may have "
+            "been sent; check before sending it again"
+        )
+        note = "the message may have been sent (outcome unknown)"
+    else:
+        note = "interrupted before the request was written: nothing was sent"
+    add_note = getattr(interrupt, "add_note", None)
+    if add_note is not None:  # (Python 3.11+)
+        add_note(f"decisiontelecom_viber: {note}")
+
+
+def _shut_down(state: _State) -> None:
+    """Close the async client in its loop, then stop the loop's thread."""
+    portal = state.portal
+    if state.pid != os.getpid():
+        return  # (forked: the parent's thread is not here to stop)
+    try:
+        if not portal.in_loop_thread:
+            portal.call(state.client.aclose)
+    finally:
+        portal.stop()
+
+
+def _close_forgotten(state: _State) -> None:
+    """The finalizer (also run at exit): close a client nobody closed."""
+    if state.closed or state.pid != os.getpid():
+        return
+    state.closed = True
+    if state.portal.started:
+        warnings.warn(
+            "a ViberClient was not closed; use `with ViberClient(...)` or "
+            "call close() (closing it now)",
+            ResourceWarning,
+            stacklevel=1,
+        )
+    _shut_down(state)
