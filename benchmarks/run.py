@@ -131,6 +131,20 @@ def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
     return dict(json.loads(output.stdout.strip().splitlines()[-1]))
 
 
+def sync_run(url: str, mode: str, n: int) -> list[dict[str, Any]]:
+    output = subprocess.run(
+        [sys.executable, str(HERE / "sync_clients.py"), mode, "--url", url]
+        + ["--key", KEY, "-n", str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if output.returncode:
+        return [{"client": "sdk-sync", "error": output.stderr.strip().splitlines()[-1:]}]
+    return list(json.loads(output.stdout.strip().splitlines()[-1]))
+
+
 SDK_ONLY = ["sdk"]
 LIMITED = ("--rate", "200", "--burst", "20")
 # Single sends during a campaign (and alone, for the idle baseline).
@@ -234,6 +248,30 @@ def workloads(quick: bool) -> list[dict[str, Any]]:
             "clients": SDK_ONLY,
         },
         {
+            "name": "sync: sequential single sends",
+            "server": ("fast", 0.0),
+            "n": 2_000 // scale,
+            "runner": "sync",
+            "mode": "sequential",
+            "clients": SDK_ONLY,
+        },
+        {
+            "name": "sync: send_messages, c=64",
+            "server": ("fast", 0.0),
+            "n": 10_000 // scale,
+            "runner": "sync",
+            "mode": "bulk",
+            "clients": SDK_ONLY,
+        },
+        {
+            "name": "sync: 8 threads, RateLimit(rate=100) vs 100/s burst 10",
+            "server": ("sandbox", ("--rate", "100", "--burst", "10")),
+            "n": 800 // scale,
+            "runner": "sync",
+            "mode": "threads",
+            "clients": SDK_ONLY,
+        },
+        {
             "name": "1,000 from a generator",
             "server": ("fast", 0.0),
             "n": 1_000,
@@ -262,13 +300,18 @@ def measure(selected: list[str] | None, quick: bool) -> list[dict[str, Any]]:
             # A fresh server per client: the sandbox's bucket starts full.
             with serve(workload["server"]) as url:
                 if workload.get("runner") == "redis":
-                    row = redis_run(url, workload["n"])
+                    got = [redis_run(url, workload["n"])]
+                elif workload.get("runner") == "sync":
+                    got = sync_run(url, workload["mode"], workload["n"])
                 else:
-                    row = client_run(client, url, workload["n"], *workload["args"])
-            row["workload"] = workload["name"]
-            row["capacity"] = workload.get("capacity", 20)
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+                    got = [client_run(client, url, workload["n"], *workload["args"])]
+            for row in got:
+                row["workload"] = workload["name"]
+                row["capacity"] = workload.get("capacity", 20)
+                row.setdefault("accepted", 0)
+                row.setdefault("rate_limited", 0)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
@@ -391,6 +434,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             f"{achieved:.1%} of the limit (>= 95%), 429s {share:.2%} (<= 2%) "
             f"{'PASS' if ok else 'FAIL'}"
         )
+    out.extend(sync_checks(get))
     small, big = (
         get("1,000 from a generator", "sdk"),
         get("100,000 from a generator", "sdk"),
@@ -400,6 +444,42 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
         out.append(
             f"100,000 streamed: peak RSS +{growth:.1f} MB over 1,000 (<= 25) "
             f"{'PASS' if growth <= 25 else 'FAIL'}"
+        )
+    return out
+
+
+def sync_checks(get: Any) -> list[str]:
+    """Issue 17's targets: the sync client against the async one, same run."""
+    out = []
+    name = "sync: sequential single sends"
+    base, sync = get(name, "sdk"), get(name, "sdk-sync")
+    if base and sync:
+        extra = (sync["elapsed"] / sync["n"] - base["elapsed"] / base["n"]) * 1e6
+        out.append(
+            f"sync sequential sends: {sync['elapsed'] / sync['n'] * 1e6:.0f} µs "
+            f"a call vs async {base['elapsed'] / base['n'] * 1e6:.0f} µs: "
+            f"+{extra:.0f} µs (<= 150) {'PASS' if extra <= 150 else 'FAIL'}"
+        )
+    name = "sync: send_messages, c=64"
+    base, sync = get(name, "sdk"), get(name, "sdk-sync")
+    if base and sync:
+        ratio = (sync["accepted"] / sync["elapsed"]) / (base["accepted"] / base["elapsed"])
+        out.append(
+            f"sync send_messages: {ratio:.2f}x the async client's messages/s "
+            f"(>= 0.9) {'PASS' if ratio >= 0.9 else 'FAIL'}"
+        )
+    threads = get(
+        "sync: 8 threads, RateLimit(rate=100) vs 100/s burst 10", "sdk-sync, 8 threads"
+    )
+    if threads:
+        achieved = threads["accepted"] / threads["elapsed"] / 100
+        share = threads["rate_limited"] / threads["n"]
+        lost = threads["n"] - threads["accepted"]
+        ok = achieved >= 0.95 and share <= 0.02 and lost == 0
+        out.append(
+            f"8 threads, one ViberClient: {threads['accepted']}/{threads['n']} sent "
+            f"({lost} lost), {achieved:.1%} of the limit (>= 95%), 429s "
+            f"{share:.2%} (<= 2%) {'PASS' if ok else 'FAIL'}"
         )
     return out
 

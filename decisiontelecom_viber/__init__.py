@@ -64,9 +64,9 @@ from ._retry import RetryDetails as RetryDetails
 from ._retry import RetryHook as RetryHook
 from ._retry import RetryPolicy as RetryPolicy
 from ._signing import signed_callback_url as signed_callback_url
+from ._signing import verify_callback_token as verify_callback_token
 from ._sync import ViberClient as ViberClient
 from ._syncstream import SyncResultStream as SyncResultStream
-from ._signing import verify_callback_token as verify_callback_token
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from ._errors import ClientClosedError, ConfigurationError
@@ -53,9 +53,8 @@ class Portal:
 
     __slots__ = (
         "__weakref__",
-        "_loop",
         "_lock",
-        "_pending",
+        "_loop",
         "_pid",
         "_stopped",
         "_tasks",
@@ -68,8 +67,6 @@ class Portal:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._pid = os.getpid()
-        # Futures of calls not yet ended, failed if the loop stops first.
-        self._pending: set[concurrent.futures.Future[Any]] = set()
         # The task of each running call (touched in the loop's thread only).
         self._tasks: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
         _PORTALS.add(self)
@@ -88,8 +85,7 @@ class Portal:
         self,
         make: Callable[[], Coroutine[Any, Any, T]],
         *,
-        on_interrupt: Callable[[KeyboardInterrupt, BaseException], None]
-        | None = None,
+        on_interrupt: Callable[[KeyboardInterrupt, BaseException], None] | None = None,
     ) -> T:
         """Run ``make()`` on the loop and wait for its result.
 
@@ -109,7 +105,7 @@ class Portal:
             raise
 
     def submit(
-        self, make: Callable[[], Awaitable[T]]
+        self, make: Callable[[], Coroutine[Any, Any, T]]
     ) -> concurrent.futures.Future[T]:
         """Start ``make()`` as a task of the loop; its future."""
         if self.in_loop_thread:
@@ -123,9 +119,8 @@ class Portal:
             if self._stopped:
                 raise ClientClosedError("this ViberClient is closed; create a new one")
             loop = self._loop if self._loop is not None else self._start()
-            self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
-        loop.call_soon_threadsafe(self._start_task, loop, make, future)
+            # (Under the lock: once `stop` has it, the loop takes no more.)
+            loop.call_soon_threadsafe(self._start_task, loop, make, future)
         return future
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
@@ -167,13 +162,12 @@ class Portal:
         self._loop = None
         self._thread = None
         self._stopped = True
-        self._pending = set()
         self._pid = os.getpid()
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(
-            target=_serve, args=(loop, self), name=_THREAD_NAME, daemon=True
+            target=_serve, args=(loop,), name=_THREAD_NAME, daemon=True
         )
         self._loop, self._thread = loop, thread
         thread.start()
@@ -193,17 +187,16 @@ class Portal:
     def _start_task(
         self,
         loop: asyncio.AbstractEventLoop,
-        make: Callable[[], Awaitable[T]],
+        make: Callable[[], Coroutine[Any, Any, T]],
         future: concurrent.futures.Future[T],
     ) -> None:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            awaitable = make()
+            task = loop.create_task(make())
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             future.set_exception(error)
             return
-        task = loop.create_task(_as_coroutine(awaitable))
         self._tasks[future] = task
         task.add_done_callback(lambda done: self._settle(done, future))
 
@@ -227,18 +220,6 @@ class Portal:
         else:
             future.set_result(task.result())
 
-    def fail_pending(self) -> None:
-        """Fail the calls whose tasks never ran (the loop stopped first)."""
-        for future in list(self._pending):
-            if not future.done():
-                future.set_exception(
-                    ClientClosedError("this ViberClient was closed; nothing was sent")
-                )
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
 
 class Returned(Exception):
     """A call's task ended with a result despite the interrupt."""
@@ -248,7 +229,7 @@ class Returned(Exception):
         self.value = value
 
 
-def _serve(loop: asyncio.AbstractEventLoop, portal: Portal) -> None:
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
@@ -257,11 +238,15 @@ def _serve(loop: asyncio.AbstractEventLoop, portal: Portal) -> None:
             _finish(loop)
         finally:
             loop.close()
-            portal.fail_pending()
 
 
 def _finish(loop: asyncio.AbstractEventLoop) -> None:
-    """What `asyncio.run` does at the end: cancel and await what is left."""
+    """What `asyncio.run` does at the end: cancel and await what is left.
+
+    Calls submitted just before the stop are started first (one pass of the
+    loop), so that each one ends, cancelled, instead of waiting forever.
+    """
+    loop.run_until_complete(asyncio.sleep(0))
     tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in tasks:
         task.cancel()

@@ -225,7 +225,10 @@ class ViberClient:
         return self._state.closed
 
     def callback_url_for(self, reference: str) -> str | None:
-        """The signed callback URL carrying *reference* (`AsyncViberClient.callback_url_for`)."""
+        """The signed callback URL carrying *reference*.
+
+        See `AsyncViberClient.callback_url_for`.
+        """
         return self._state.client.callback_url_for(reference)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -295,7 +298,10 @@ class ViberClient:
         until: Callable[[MessageReceipt], bool] | None = None,
         priority: Priority = "high",
     ) -> MessageReceipt:
-        """Poll a message's status until it is final (`AsyncViberClient.wait_for_status`)."""
+        """Poll a message's status until it is final.
+
+        See `AsyncViberClient.wait_for_status`.
+        """
         return self._run(
             lambda client: client.wait_for_status(
                 message_id,

@@ -141,9 +141,11 @@ async def _pump(stream: ResultStream[Result], handoff: Handoff[Result]) -> None:
 
 def _read_in_a_thread(items: Any) -> Any:
     """*items*, read in a worker thread if reading them may block."""
-    if isinstance(items, (list, tuple, range, AsyncIterable)) or not isinstance(
-        items, Iterable
-    ) or isinstance(items, (str, bytes)):
+    if (
+        isinstance(items, (list, tuple, range, AsyncIterable))
+        or not isinstance(items, Iterable)
+        or isinstance(items, (str, bytes))
+    ):
         return items  # (the stream validates what is not an iterable)
     return _chunks(iter(items))
 
@@ -163,7 +165,7 @@ def _take(iterator: Iterator[Any], count: int) -> tuple[list[Any], Exception | N
     chunk: list[Any] = []
     try:
         for _ in range(count):
-            chunk.append(next(iterator))
+            chunk.append(next(iterator))  # noqa: PERF401 - keeps what came before an error
     except StopIteration:
         pass
     except Exception as error:  # noqa: BLE001 - raised after the items before it

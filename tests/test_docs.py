@@ -178,7 +178,10 @@ def test_example_test_files(example: Path, pytester: pytest.Pytester) -> None:
 
     result = pytester.runpytest_subprocess("-p", "pytest_asyncio")
 
-    result.assert_outcomes(passed=example.read_text().count("\nasync def test_"))
+    source = example.read_text()
+    tests = source.count("\nasync def test_") + source.count("\ndef test_")
+    assert tests > 0
+    result.assert_outcomes(passed=tests)
 
 
 def test_examples_were_found() -> None:

@@ -12,6 +12,7 @@ needs pytest-asyncio. Nothing heavy is imported until a fixture is used.
 - ``viber_client``: an `AsyncViberClient` pointed at it, with retry waits cut
   to milliseconds so tests stay fast. Pass client options with
   ``@pytest.mark.viber_client(retry=None, ...)``.
+- ``viber_sync_client``: the same as a `ViberClient`, for sync tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 
 
 if TYPE_CHECKING:
-    from decisiontelecom_viber import AsyncViberClient
+    from decisiontelecom_viber import AsyncViberClient, ViberClient
 
     from ._server import SandboxServer
 
@@ -87,6 +88,31 @@ def fast_retry_policy() -> Any:
     return RetryPolicy(wait_initial=0.001, wait_max=0.01, max_retry_after=0.01)
 
 
+def _client_options(
+    request: pytest.FixtureRequest, server: SandboxServer
+) -> dict[str, Any]:
+    options: dict[str, Any] = {"retry": fast_retry_policy()}
+    options.update(_marker_kwargs(request, "viber_client"))
+    options.setdefault("access_key", server.access_key)
+    options.setdefault("base_url", server.base_url)
+    return options
+
+
+@pytest.fixture
+def viber_sync_client(
+    request: pytest.FixtureRequest, viber_sandbox: SandboxServer
+) -> Iterator[ViberClient]:
+    """A `ViberClient` (the sync client) pointed at ``viber_sandbox``.
+
+    Configured like ``viber_client`` (the ``viber_client`` marker applies);
+    for sync tests, no event loop needed.
+    """
+    from decisiontelecom_viber import ViberClient
+
+    with ViberClient(**_client_options(request, viber_sandbox)) as client:
+        yield client
+
+
 def _async_fixture(function: Callable[..., Any]) -> Any:
     """pytest-asyncio's fixture decorator, or a fixture saying it is missing."""
     try:
@@ -108,9 +134,5 @@ async def viber_client(
     """An `AsyncViberClient` pointed at ``viber_sandbox``."""
     from decisiontelecom_viber import AsyncViberClient
 
-    options: dict[str, Any] = {"retry": fast_retry_policy()}
-    options.update(_marker_kwargs(request, "viber_client"))
-    options.setdefault("access_key", viber_sandbox.access_key)
-    options.setdefault("base_url", viber_sandbox.base_url)
-    async with AsyncViberClient(**options) as client:
+    async with AsyncViberClient(**_client_options(request, viber_sandbox)) as client:
         yield client
