@@ -41,8 +41,8 @@ def remember_code(phone: str, code: str) -> None:
 @app.post("/otp")
 def send_otp() -> tuple[dict[str, object], int]:
     """Send a code to the JSON body's ``phone``; answer its message ID."""
-    body = request.get_json(silent=True) or {}
-    phone = body.get("phone")
+    body = request.get_json(silent=True)
+    phone = body.get("phone") if isinstance(body, dict) else None
     if not isinstance(phone, str):
         return {"error": "phone: a string is required"}, 400
     code = f"{secrets.randbelow(1_000_000):06d}"
