@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ ORDERS = 80
 # that the killed attempt's key is decided within the test.
 LEASE = 3.0
 FINAL = {"SUCCESS", "FAILURE"}
+HOSTNAME = f"celery-test@{socket.gethostname()}"
 
 
 def children(pid: int) -> set[int]:
@@ -82,7 +84,7 @@ def celery_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[b
                 "--pool=prefork",
                 "--concurrency=2",
                 "--loglevel=INFO",
-                "--hostname=celery-test@%h",
+                f"--hostname={HOSTNAME}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -165,19 +167,31 @@ async def test_a_killed_pool_process_sends_nothing_twice(
             # Kill a pool process while its request is on the wire (its key
             # marked "writing"), once a quarter of the orders are sent.
             killed: dict[str, Any] | None = None
+            inspect = app.control.inspect([HOSTNAME], timeout=2)
             deadline = time.monotonic() + 60
             while killed is None:
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 if sandbox.stats.accepted < ORDERS // 4:
                     await asyncio.sleep(0.05)
                     continue
-                replies = await asyncio.to_thread(app.control.inspect(timeout=1).active)
+                # (One destination: the answer comes as soon as it replies.)
+                replies = await asyncio.to_thread(inspect.active)
                 running = [
                     task
                     for tasks in (replies or {}).values()
                     for task in tasks
                     if task["worker_pid"] in first_pool and task["id"] in order_of
                 ]
+                print(
+                    "DEBUG",
+                    sandbox.stats.accepted,
+                    replies
+                    and {
+                        k: [(t["id"], t["worker_pid"]) for t in v]
+                        for k, v in replies.items()
+                    },
+                    first_pool,
+                )
                 for task in running:
                     order = order_of[task["id"]]
                     record = await guard.lookup(f"confirmation:{order}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from decisiontelecom_viber import (
     ConfigurationError,
     RateLimit,
     RetryPolicy,
+    ViberClient,
     ViberError,
     ViberMessage,
 )
@@ -37,6 +39,7 @@ from decisiontelecom_viber import (
 from . import rawhttp as raw
 from .servers import unused_port
 from .test_security import LOGGERS, assert_absent, forms, logged, shown
+from .test_sync_client import interrupt_main_soon
 
 
 pytestmark = pytest.mark.integration
@@ -405,3 +408,51 @@ async def test_a_cookie_quoting_the_key_is_logged_scrubbed(
             assert 7 == await client.send_message(MESSAGE)
 
     assert_absent(debug_logs.live.text, *SECRETS)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "name", ["read timeout", "reset after reading", "gateway timeout", "refused"]
+)
+def test_the_sync_client_shows_the_key_nowhere(
+    name: str, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """`ViberClient`: its errors come through its loop's thread, just as clean."""
+    with (
+        raw.ThreadedRawServer(default=SCRIPTS[name]) as server,
+        ViberClient(
+            KEY, base_url=server.base_url, rate_limit=None, retry=None, timeout=TIMEOUT
+        ) as client,
+        pytest.raises(ViberError) as info,
+    ):
+        client.send_message(MESSAGE)
+
+    scan(info.value, debug_logs)
+
+
+def test_a_sync_configuration_error_does_not_show_the_key(
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ViberClient(KEY, base_url="ftp://api.example.com")
+
+    scan(info.value, debug_logs)
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signals reach the main thread only",
+)
+def test_an_interrupted_sync_send_does_not_show_the_key(
+    debug_logs: pytest.LogCaptureFixture,
+) -> None:
+    """Ctrl-C after the write: the interrupt and its cause, scanned."""
+    with (
+        raw.ThreadedRawServer(default=raw.hang()) as server,
+        ViberClient(KEY, base_url=server.base_url, rate_limit=None) as client,
+    ):
+        interrupt_main_soon(lambda: len(server.received) == 1)
+        with pytest.raises(KeyboardInterrupt) as info:
+            client.send_message(MESSAGE)
+
+    assert info.value.__cause__ is not None
+    scan(info.value, debug_logs)

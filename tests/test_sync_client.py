@@ -25,6 +25,7 @@ from decisiontelecom_viber import (
     AsyncViberClient,
     ClientClosedError,
     ConfigurationError,
+    DeadlineExceededError,
     OutcomeUnknownError,
     RateLimit,
     RetryPolicy,
@@ -172,6 +173,35 @@ class TestCalls:
         maker.join()
         with made[0] as client:
             assert client.send_message(message(4)) > 0
+
+
+class TestDeadlines:
+    def test_the_deadline_binds_a_call_on_the_wire(self, raw: RawServer) -> None:
+        """A silent server, 30 s read timeout, 0.5 s deadline: unknown, early."""
+        raw.then(hang())
+        with sync_client(
+            raw.base_url,
+            rate_limit=None,
+            timeout=30.0,
+            retry=RetryPolicy(timeout=0.5),
+        ) as client:
+            start = time.monotonic()
+            with pytest.raises(OutcomeUnknownError):
+                client.send_message(message(1))
+            assert time.monotonic() - start < 10  # (not the 30 s read timeout)
+        assert len(raw.received) == 1
+
+    def test_the_deadline_binds_a_wait_for_the_limiter(self, raw: RawServer) -> None:
+        """The limiter would wait 10 s; the deadline is 0.5 s: nothing sent."""
+        with sync_client(
+            raw.base_url,
+            rate_limit=RateLimit(rate=0.1, burst=1),
+            retry=RetryPolicy(timeout=0.5),
+        ) as client:
+            client.send_message(message(1))
+            with pytest.raises(DeadlineExceededError):
+                client.send_message(message(2))
+        assert len(raw.received) == 1
 
 
 class TestBulk:
