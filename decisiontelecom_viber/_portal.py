@@ -169,8 +169,12 @@ class Portal:
         thread = threading.Thread(
             target=_serve, args=(loop,), name=_THREAD_NAME, daemon=True
         )
+        try:
+            thread.start()
+        except BaseException:
+            loop.close()  # (e.g. no new thread at interpreter shutdown)
+            raise
         self._loop, self._thread = loop, thread
-        thread.start()
         return loop
 
     def _cancel_and_wait(self, future: concurrent.futures.Future[T]) -> BaseException:

@@ -469,6 +469,10 @@ def _shut_down(state: _State) -> None:
     portal = state.portal
     if state.pid != os.getpid():
         return  # (forked: the parent's thread is not here to stop)
+    if not portal.started:
+        # Never used: nothing was opened (and at exit no thread may start).
+        portal.stop()
+        return
     try:
         if not portal.in_loop_thread:
             portal.call(state.client.aclose)
@@ -481,11 +485,15 @@ def _close_forgotten(state: _State) -> None:
     if state.closed or state.pid != os.getpid():
         return
     state.closed = True
-    if state.portal.started:
-        warnings.warn(
-            "a ViberClient was not closed; use `with ViberClient(...)` or "
-            "call close() (closing it now)",
-            ResourceWarning,
-            stacklevel=1,
-        )
-    _shut_down(state)
+    used = state.portal.started
+    try:
+        _shut_down(state)
+    finally:
+        # (After: a warning made an error must not skip the closing.)
+        if used:
+            warnings.warn(
+                "a ViberClient was not closed; use `with ViberClient(...)` or "
+                "call close() (closed now)",
+                ResourceWarning,
+                stacklevel=1,
+            )

@@ -47,7 +47,7 @@ TASK = "celery_tasks.send_confirmation"
 ORDERS = 80
 # The guard's lease in the worker (the recipe's VIBER_SEND_LEASE): short, so
 # that the killed attempt's key is decided within the test.
-LEASE = 3.0
+LEASE = 8.0
 FINAL = {"SUCCESS", "FAILURE"}
 HOSTNAME = f"celery-test@{socket.gethostname()}"
 
@@ -123,6 +123,31 @@ def stop(worker: subprocess.Popen[bytes]) -> int:
     return worker.wait(30)
 
 
+async def kill_one_mid_send(
+    app: Celery, guard: SendOnceGuard, order_of: dict[str, str], pool: set[int]
+) -> tuple[str, int]:
+    """SIGKILL a pool process whose task's key is marked "writing"; its order, PID."""
+    # (One destination: the answer comes as soon as the worker replies.)
+    inspect = app.control.inspect([HOSTNAME], timeout=2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        replies = await asyncio.to_thread(inspect.active)
+        for tasks in (replies or {}).values():
+            for task in tasks:
+                if task["worker_pid"] not in pool or task["id"] not in order_of:
+                    continue
+                order = order_of[task["id"]]
+                record = await guard.lookup(f"confirmation:{order}")
+                if (
+                    record is not None
+                    and record.on_the_wire
+                    and record.state is SendState.PENDING
+                ):
+                    os.kill(task["worker_pid"], signal.SIGKILL)
+                    return order, task["worker_pid"]
+    pytest.fail("no pool process was caught with a request on the wire")
+
+
 async def task_states(redis: Redis, ids: list[str]) -> list[dict[str, Any] | None]:
     """What the result backend holds for each task (None: nothing yet)."""
     raw = await redis.mget([f"celery-task-meta-{task_id}" for task_id in ids])
@@ -136,7 +161,7 @@ async def test_a_killed_pool_process_sends_nothing_twice(
     redis_client: Redis,
     viber_sandbox: SandboxServer,
 ) -> None:
-    """SIGKILL mid-send: the task is redelivered, and each order is sent once or reported."""
+    """SIGKILL mid-send: redelivered; each order sent once or reported, none twice."""
     env = dict(os.environ)
     env.update(
         REDIS_URL=redis_server.url,
@@ -165,46 +190,17 @@ async def test_a_killed_pool_process_sends_nothing_twice(
             order_of = {task_id: order for order, task_id in ids.items()}
 
             # Kill a pool process while its request is on the wire (its key
-            # marked "writing"), once a quarter of the orders are sent.
-            killed: dict[str, Any] | None = None
-            inspect = app.control.inspect([HOSTNAME], timeout=2)
+            # marked "writing"), once half of the orders are sent.
             deadline = time.monotonic() + 60
-            while killed is None:
+            while sandbox.stats.accepted < ORDERS // 2:
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
-                if sandbox.stats.accepted < ORDERS // 4:
-                    await asyncio.sleep(0.05)
-                    continue
-                # (One destination: the answer comes as soon as it replies.)
-                replies = await asyncio.to_thread(inspect.active)
-                running = [
-                    task
-                    for tasks in (replies or {}).values()
-                    for task in tasks
-                    if task["worker_pid"] in first_pool and task["id"] in order_of
-                ]
-                print(
-                    "DEBUG",
-                    sandbox.stats.accepted,
-                    replies
-                    and {
-                        k: [(t["id"], t["worker_pid"]) for t in v]
-                        for k, v in replies.items()
-                    },
-                    first_pool,
-                )
-                for task in running:
-                    order = order_of[task["id"]]
-                    record = await guard.lookup(f"confirmation:{order}")
-                    if record is not None and record.on_the_wire:
-                        if record.state is SendState.PENDING:
-                            os.kill(task["worker_pid"], signal.SIGKILL)
-                            killed = {"order": order, "pid": task["worker_pid"]}
-                            break
+                await asyncio.sleep(0.05)
+            killed, pid = await kill_one_mid_send(app, guard, order_of, first_pool)
             sent_at_kill = sandbox.stats.accepted
             states_at_kill = await task_states(redis_client, list(ids.values()))
             done_at_kill = sum(1 for s in states_at_kill if s and s["status"] in FINAL)
             # What the killed attempt left (nothing changes it any more).
-            left = await guard.lookup(f"confirmation:{killed['order']}")
+            left = await guard.lookup(f"confirmation:{killed}")
 
             deadline = time.monotonic() + 90
             while True:
@@ -231,24 +227,21 @@ async def test_a_killed_pool_process_sends_nothing_twice(
     per_text = collections.Counter(message.text for message in accepted)
     id_of_text = {message.text: message.message_id for message in accepted}
     print(  # noqa: T201 - the figures, with -s
-        f"\ncelery: {ORDERS} orders, pool process {killed['pid']} killed "
-        f"mid-send of order {killed['order']} after {sent_at_kill} accepted "
+        f"\ncelery: {ORDERS} orders, pool process {pid} killed "
+        f"mid-send of order {killed} after {sent_at_kill} accepted "
         f"({done_at_kill} tasks done); {len(succeeded)} sent once, "
-        f"{len(reported)} reported {sorted(reported.values())}, "
+        f"{len(reported)} reported {sorted(reported.values())} "
+        f"({output.count('SendInProgressError(')} in-progress retries), "
         f"{sandbox.stats.accepted} accepted, {sandbox.stats.duplicates} duplicates"
     )
 
     # The kill came mid-run, and the master replaced the process.
-    assert 0 < done_at_kill < ORDERS - 10
-    assert ORDERS // 4 <= sent_at_kill < ORDERS - 10
-    assert killed["pid"] not in second_pool
+    assert 0 < done_at_kill < sent_at_kill + 2
+    assert ORDERS // 2 <= sent_at_kill < ORDERS - 10
+    assert pid not in second_pool
     assert 2 == len(second_pool)
     assert second_pool - first_pool
     assert "signal 9 (SIGKILL)" in output
-    # The killed attempt had written its request and settled nothing.
-    assert left is not None
-    assert SendState.PENDING == left.state
-    assert left.on_the_wire
     # No message went out twice.
     assert 0 == sandbox.stats.duplicates
     assert set(per_text) <= set(texts.values())
@@ -258,17 +251,22 @@ async def test_a_killed_pool_process_sends_nothing_twice(
     for order, message_id in succeeded.items():
         assert id_of_text[texts[order]] == message_id
     assert len(set(succeeded.values())) == len(succeeded)
-    # Only the killed order is in doubt: redelivered, it found its key
-    # marked on the wire and was not sent again (it may have reached the API).
-    assert {killed["order"]: "SendUnresolvedError"} == reported
-    assert per_text[texts[killed["order"]]] <= 1
-    record = await guard.lookup(f"confirmation:{killed['order']}")
-    assert record is not None
-    assert record.on_the_wire
-    assert SendState.SENT != record.state
-    # Every other order went out: the ones after the kill too.
-    assert ORDERS - 1 == len(succeeded)
-    assert len(accepted) >= len(succeeded)
+    # Only the killed process's order may be in doubt.
+    assert set(reported) <= {killed}
+    assert left is not None
+    assert left.on_the_wire
+    if SendState.PENDING == left.state:  # (always, bar a race with its answer)
+        # Killed with its request written: redelivered, the task found the
+        # key unresolved (or in progress, retried until its lease ran out)
+        # and sent nothing; the API may have it, once.
+        assert {killed: "SendUnresolvedError"} == reported
+        assert per_text[texts[killed]] <= 1
+        record = await guard.lookup(f"confirmation:{killed}")
+        assert record is not None
+        assert record.on_the_wire
+        assert SendState.UNKNOWN == record.state  # (now: its lease ran out)
+    # Every other order went out, the ones after the kill too.
+    assert ORDERS - len(reported) == len(succeeded)
     # The pool processes closed their clients on the warm shutdown.
     assert 0 == code, output[-3000:]
     assert "was not closed" not in output

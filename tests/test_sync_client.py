@@ -34,6 +34,7 @@ from decisiontelecom_viber import (
     ViberClient,
     ViberMessage,
 )
+from decisiontelecom_viber._sync import _close_forgotten
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .rawhttp import RawServer, ThreadedRawServer, accepted, hang
@@ -516,3 +517,33 @@ class TestForgotten:
         with pytest.warns(ResourceWarning, match="not closed"):
             del client  # (its last reference: the finalizer runs at once)
         assert portal_threads() == []
+
+    def test_it_is_closed_even_when_its_warning_is_an_error(
+        self, sandbox: SandboxServer
+    ) -> None:
+        """``-W error``: the warning raises, after the thread was stopped."""
+        client = sync_client(sandbox.base_url)
+        client.send_message(message(1))
+        state = client._state  # (what the finalizer is given)
+        client._finalizer.detach()  # (run by hand instead)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            with pytest.raises(ResourceWarning):
+                _close_forgotten(state)
+        assert portal_threads() == []
+        assert state.closed
+
+    def test_closing_a_client_never_used_starts_no_thread(self) -> None:
+        """At exit (atexit, a finalizer) no thread may start: none is needed."""
+        client = ViberClient(KEY, base_url="http://127.0.0.1:9/v1/api")
+        started = threading.Thread.start
+
+        def refuse(thread: threading.Thread) -> None:
+            if thread.name == "decisiontelecom-viber":
+                raise RuntimeError("can't create new thread at interpreter shutdown")
+            started(thread)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(threading.Thread, "start", refuse)
+            client.close()
+        assert client.is_closed
