@@ -197,32 +197,46 @@ class Portal:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            task = loop.create_task(make())
+            coroutine = make()
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             future.set_exception(error)
             return
+        task = loop.create_task(self._settle(coroutine, future))
         self._tasks[future] = task
-        task.add_done_callback(lambda done: self._settle(done, future))
+        # (A task cancelled before its first step never runs `_settle`.)
+        task.add_done_callback(lambda _: _cancelled(future, coroutine))
 
     def _cancel_task_of(self, future: concurrent.futures.Future[Any]) -> None:
         task = self._tasks.get(future)
         if task is not None:
             task.cancel()
 
-    def _settle(
-        self, task: asyncio.Task[T], future: concurrent.futures.Future[T]
+    async def _settle(
+        self, coroutine: Coroutine[Any, Any, T], future: concurrent.futures.Future[T]
     ) -> None:
-        self._tasks.pop(future, None)
-        if future.done():
-            return
-        if task.cancelled():
+        # The caller's future is set by the task itself, not by a done
+        # callback: one pass of the loop less per call.
+        try:
+            result = await coroutine
+        except asyncio.CancelledError:
             future.set_exception(asyncio.CancelledError())
-            return
-        error = task.exception()
-        if error is not None:
+            raise
+        except BaseException as error:
             future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise  # (SystemExit, KeyboardInterrupt: the loop's business)
         else:
-            future.set_result(task.result())
+            future.set_result(result)
+        finally:
+            self._tasks.pop(future, None)
+
+
+def _cancelled(
+    future: concurrent.futures.Future[Any], coroutine: Coroutine[Any, Any, Any]
+) -> None:
+    if not future.done():
+        coroutine.close()  # (never started: no "never awaited" warning)
+        future.set_exception(asyncio.CancelledError())
 
 
 class Returned(Exception):
@@ -296,6 +310,11 @@ class Handoff(Generic[Item]):
         self._room = asyncio.Event()
         self._blocked = False
         self._end: End | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Items handed over and not yet taken."""
+        return len(self._items)
 
     async def put(self, item: Item) -> None:
         """Hand *item* over (in the loop); wait while the consumer is behind."""
