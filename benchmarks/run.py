@@ -133,15 +133,26 @@ def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
 
 def sync_run(url: str, mode: str, n: int) -> list[dict[str, Any]]:
     output = subprocess.run(
-        [sys.executable, str(HERE / "sync_clients.py"), mode, "--url", url]
-        + ["--key", KEY, "-n", str(n)],
+        [
+            sys.executable,
+            str(HERE / "sync_clients.py"),
+            mode,
+            "--url",
+            url,
+            "--key",
+            KEY,
+            "-n",
+            str(n),
+        ],
         capture_output=True,
         text=True,
         check=False,
         timeout=600,
     )
     if output.returncode:
-        return [{"client": "sdk-sync", "error": output.stderr.strip().splitlines()[-1:]}]
+        return [
+            {"client": "sdk-sync", "error": output.stderr.strip().splitlines()[-1:]}
+        ]
     return list(json.loads(output.stdout.strip().splitlines()[-1]))
 
 
@@ -463,7 +474,9 @@ def sync_checks(get: Any) -> list[str]:
     name = "sync: send_messages, c=64"
     base, sync = get(name, "sdk"), get(name, "sdk-sync")
     if base and sync:
-        ratio = (sync["accepted"] / sync["elapsed"]) / (base["accepted"] / base["elapsed"])
+        ratio = (sync["accepted"] / sync["elapsed"]) / (
+            base["accepted"] / base["elapsed"]
+        )
         out.append(
             f"sync send_messages: {ratio:.2f}x the async client's messages/s "
             f"(>= 0.9) {'PASS' if ratio >= 0.9 else 'FAIL'}"

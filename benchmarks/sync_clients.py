@@ -38,7 +38,9 @@ def messages(start: int, count: int) -> Iterator[ViberMessage]:
         )
 
 
-def row(client: str, n: int, elapsed: float, cpu: float, **extra: Any) -> dict[str, Any]:
+def row(
+    client: str, n: int, elapsed: float, cpu: float, **extra: Any
+) -> dict[str, Any]:
     return {
         "client": client,
         "n": n,
@@ -110,8 +112,7 @@ def bulk(url: str, key: str, n: int) -> list[dict[str, Any]]:
             pass
         start, cpu = time.perf_counter(), time.process_time()
         accepted = sum(
-            result.ok
-            for result in client.send_messages(messages(n, n), concurrency=64)
+            result.ok for result in client.send_messages(messages(n, n), concurrency=64)
         )
         rows.append(
             row(
