@@ -14,6 +14,12 @@ each attempt's exchange, and writes nothing if it raises. A hook with a
 ``not_written`` method is told when an attempt was refused for sure (a
 429, the API's own 5xx body, a connection that never reached it) and a
 retry will wait: until it is called again, nothing is on the wire.
+
+`wire_witness` holds a `WireWitness` that the sync client gives each of its
+calls: the pipeline sets ``written`` when an exchange ends with some of its
+request possibly out (an answer, an error, a cancellation), and clears it
+when that attempt was refused for sure, so that a Ctrl-C can be told "may
+have been sent" or "nothing sent" after the call's task has ended.
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ if TYPE_CHECKING:
     from ._calls import Call
 
 
-__all__ = ["BeforeWrite", "WorkerContext", "before_write", "worker"]
+__all__ = [
+    "BeforeWrite",
+    "WireWitness",
+    "WorkerContext",
+    "before_write",
+    "wire_witness",
+    "worker",
+]
 
 BeforeWrite = Callable[[], "Awaitable[None] | None"]
 
@@ -65,4 +78,18 @@ worker: contextvars.ContextVar[WorkerContext | None] = contextvars.ContextVar(
 
 before_write: contextvars.ContextVar[BeforeWrite | None] = contextvars.ContextVar(
     "decisiontelecom_viber_before_write", default=None
+)
+
+
+class WireWitness:
+    """Whether a request of the current task may have reached the API."""
+
+    __slots__ = ("written",)
+
+    def __init__(self) -> None:
+        self.written = False
+
+
+wire_witness: contextvars.ContextVar[WireWitness | None] = contextvars.ContextVar(
+    "decisiontelecom_viber_wire_witness", default=None
 )

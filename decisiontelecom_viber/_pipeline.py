@@ -39,7 +39,7 @@ import httpx
 from ._calls import Call, Calls
 from ._cancel import timeout_at
 from ._clock import Clock
-from ._context import before_write, worker
+from ._context import before_write, wire_witness, worker
 from ._credentials import Credentials
 from ._errors import (
     APIConnectionError,
@@ -275,14 +275,14 @@ class Pipeline:
             if permit is not None:
                 self._release(permit, sent_at, status, limits, failure, asked_wait)
         # Only a failure gets here.
-        if (
-            hooked
-            and verdict(failure) is Verdict.RETRY_SAFE
-            and not call.maybe_processed
-        ):
+        if verdict(failure) is Verdict.RETRY_SAFE and not call.maybe_processed:
             # Refused for sure (or never reached the API): nothing of it is
             # on the wire while a retry waits.
-            await _run_not_written()
+            witness = wire_witness.get()
+            if witness is not None:
+                witness.written = False
+            if hooked:
+                await _run_not_written()
         if isinstance(failure, RateLimitError):
             self._count("rate_limited")
         if verdict(failure) is Verdict.UNKNOWN:
@@ -310,6 +310,9 @@ class Pipeline:
             return answer
         finally:
             wire_signal.reset(token)
+            witness = wire_witness.get()
+            if witness is not None and call.may_be_on_the_wire:
+                witness.written = True  # (also when cancelled: in doubt)
             self._calls.end_exchange(call)
         if call.tracked and not call.wrote:
             # The transport started the request and never handed it a

@@ -95,11 +95,15 @@ class Portal:
         `Returned`, or its exception) to explain it, and the interrupt is
         raised again.
         """
-        future = self.submit(make)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         try:
+            self._submit_into(make, future)
             return future.result()
         except KeyboardInterrupt as interrupt:
-            ending = self._cancel_and_wait(future)
+            if future.cancel():
+                ending: BaseException = asyncio.CancelledError()  # (never started)
+            else:
+                ending = self._cancel_and_wait(future)
             if on_interrupt is not None:
                 on_interrupt(interrupt, ending)
             raise
@@ -108,20 +112,27 @@ class Portal:
         self, make: Callable[[], Coroutine[Any, Any, T]]
     ) -> concurrent.futures.Future[T]:
         """Start ``make()`` as a task of the loop; its future."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._submit_into(make, future)
+        return future
+
+    def _submit_into(
+        self,
+        make: Callable[[], Coroutine[Any, Any, T]],
+        future: concurrent.futures.Future[T],
+    ) -> None:
         if self.in_loop_thread:
             raise ConfigurationError(
                 "a ViberClient was called from its own event loop's thread (a "
                 "callback such as on_progress or on_write): the call would wait "
                 "for itself; keep callbacks short and make calls elsewhere"
             )
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
         with self._lock:
             if self._stopped:
                 raise ClientClosedError("this ViberClient is closed; create a new one")
             loop = self._loop if self._loop is not None else self._start()
             # (Under the lock: once `stop` has it, the loop takes no more.)
             loop.call_soon_threadsafe(self._start_task, loop, make, future)
-        return future
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The loop, started if need be."""
@@ -154,6 +165,11 @@ class Portal:
         if threading.current_thread() is not thread:
             thread.join()
 
+    def stopped_itself(self) -> None:
+        """The loop stopped: take no more calls (they would never run)."""
+        with self._lock:
+            self._stopped = True
+
     def abandon(self) -> None:
         """In a forked child: forget the parent's thread and loop (both dead here)."""
         self._lock = threading.Lock()  # (it may have been held at the fork)
@@ -167,7 +183,7 @@ class Portal:
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(
-            target=_serve, args=(loop,), name=_THREAD_NAME, daemon=True
+            target=_serve, args=(loop, self), name=_THREAD_NAME, daemon=True
         )
         try:
             thread.start()
@@ -221,10 +237,10 @@ class Portal:
         except asyncio.CancelledError:
             future.set_exception(asyncio.CancelledError())
             raise
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - the caller's to raise
+            # (SystemExit too: raised in the caller's thread, where it means
+            # something; here it would stop every thread's calls.)
             future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise  # (SystemExit, KeyboardInterrupt: the loop's business)
         else:
             future.set_result(result)
         finally:
@@ -247,11 +263,12 @@ class Returned(Exception):
         self.value = value
 
 
-def _serve(loop: asyncio.AbstractEventLoop) -> None:
+def _serve(loop: asyncio.AbstractEventLoop, portal: Portal) -> None:
     asyncio.set_event_loop(loop)
     try:
         loop.run_forever()
     finally:
+        portal.stopped_itself()  # (if a callback's SystemExit stopped it)
         try:
             _finish(loop)
         finally:

@@ -29,7 +29,7 @@ import httpx
 from ._client import AsyncViberClient, MessageLike
 from ._clock import Clock
 from ._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS
-from ._context import before_write
+from ._context import WireWitness, wire_witness
 from ._errors import ClientClosedError, ConfigurationError, OutcomeUnknownError
 from ._limits import Limiter, Priority, RateLimit
 from ._metrics import ClientMetrics
@@ -84,21 +84,6 @@ class _State:
         self.pid = os.getpid()
         self.used = False
         self.closed = False
-
-
-class _Witness:
-    """The `before_write` hook of one sync send: whether it may be on the wire."""
-
-    __slots__ = ("written",)
-
-    def __init__(self) -> None:
-        self.written = False
-
-    def __call__(self) -> None:
-        self.written = True
-
-    def not_written(self) -> None:
-        self.written = False
 
 
 class ViberClient:
@@ -269,16 +254,7 @@ class ViberClient:
                 `OutcomeUnknownError` when the request was written.
             ViberError: As `AsyncViberClient.send_message`.
         """
-        witness = _Witness()
-
-        async def send(client: AsyncViberClient) -> int:
-            token = before_write.set(witness)
-            try:
-                return await client.send_message(message, priority=priority)
-            finally:
-                before_write.reset(token)
-
-        return self._run(send, witness=witness)
+        return self._run(lambda client: client.send_message(message, priority=priority))
 
     def get_message_status(
         self, message_id: int, *, priority: Priority = "high"
@@ -395,24 +371,29 @@ class ViberClient:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _run(
-        self,
-        make: Callable[[AsyncViberClient], Coroutine[Any, Any, T]],
-        *,
-        witness: _Witness | None = None,
-    ) -> T:
+    def _run(self, make: Callable[[AsyncViberClient], Coroutine[Any, Any, T]]) -> T:
         client, portal = self._ready()
+        witness = WireWitness()
+
+        async def run() -> T:
+            wire_witness.set(witness)  # (in the call's own task and context)
+            return await make(client)
 
         def explain(interrupt: KeyboardInterrupt, ending: BaseException) -> None:
             _explain_interrupt(interrupt, ending, witness)
 
         try:
-            return portal.call(lambda: make(client), on_interrupt=explain)
+            return portal.call(run, on_interrupt=explain)
         except asyncio.CancelledError:
-            # The loop stopped under the call (the client was closed or
-            # collected): closing waits for requests on the wire.
+            # The loop stopped under the call (closed from its own thread,
+            # or a callback's SystemExit): what came of it depends on the wire.
+            if witness.written:
+                raise OutcomeUnknownError(
+                    "the client's loop stopped while the request was on the "
+                    "wire: the message may have been sent"
+                ) from None
             raise ClientClosedError(
-                "this ViberClient was closed while the call waited"
+                "this ViberClient was closed before the request was written"
             ) from None
 
     def _ready(self) -> tuple[AsyncViberClient, Portal]:
@@ -443,22 +424,26 @@ class ViberClient:
 
 
 def _explain_interrupt(
-    interrupt: KeyboardInterrupt, ending: BaseException, witness: _Witness | None
+    interrupt: KeyboardInterrupt, ending: BaseException, witness: WireWitness
 ) -> None:
     if isinstance(ending, Returned):
+        # (Sent, or refused for good: the result is not handed back, so the
+        # cause says what matters: do not send it again blindly.)
+        interrupt.__cause__ = OutcomeUnknownError(
+            f"interrupted after the call had ended ({ending.value!r}): "
+            "check before doing it again"
+        )
         note = f"the call had ended before the interrupt: {ending.value!r}"
-    elif isinstance(ending, KeyboardInterrupt):
-        note = "interrupted again while the call was ending: its outcome is unknown"
-    elif witness is None:
-        note = "the call was cancelled; check its outcome before doing it again"
     elif witness.written:
         interrupt.__cause__ = OutcomeUnknownError(
             "interrupted after the request was written: the message may have "
             "been sent; check before sending it again"
         )
-        note = "the message may have been sent (outcome unknown)"
+        note = "the request was written: it may have been sent (outcome unknown)"
+    elif isinstance(ending, KeyboardInterrupt):
+        note = "interrupted again while the call was ending: nothing was written yet"
     else:
-        note = "interrupted before the request was written: nothing was sent"
+        note = "interrupted before any request reached the API: nothing was sent"
     add_note = getattr(interrupt, "add_note", None)
     if add_note is not None:  # (Python 3.11+)
         add_note(f"decisiontelecom_viber: {note}")
