@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import os
 import threading
 import weakref
@@ -360,9 +361,13 @@ class Handoff(Generic[Item]):
                 self._cond.wait()
             item = self._items.popleft()
             if self._blocked and len(self._items) <= self._limit // 2:
-                self._blocked = False
-                self._loop.call_soon_threadsafe(self._room.set)
+                self._unblock()
         return item
+
+    def _unblock(self) -> None:
+        self._blocked = False
+        with contextlib.suppress(RuntimeError):  # (its loop is closed)
+            self._loop.call_soon_threadsafe(self._room.set)
 
     def drain(self) -> list[Item]:
         """Take every item waiting (in the consumer's thread)."""
@@ -370,6 +375,5 @@ class Handoff(Generic[Item]):
             items = list(self._items)
             self._items.clear()
             if self._blocked:
-                self._blocked = False
-                self._loop.call_soon_threadsafe(self._room.set)
+                self._unblock()
         return items

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import threading
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 
+from ._bulk import ResultStream
 from ._client import AsyncViberClient, MessageLike
 from ._clock import Clock
 from ._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS
@@ -44,6 +46,21 @@ __all__ = ["ViberClient"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+Result = TypeVar("Result")
+
+
+# Held while a client rebuilds itself in a forked child; made anew in every
+# child (a thread of the parent may have held it at the fork).
+_FORK_LOCK = threading.Lock()
+
+
+def _new_fork_lock() -> None:
+    global _FORK_LOCK  # (per process, by design)
+    _FORK_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_new_fork_lock)
 
 
 class _Settings:
@@ -76,10 +93,12 @@ class _Settings:
 class _State:
     """A `ViberClient`'s parts, shared with its finalizer."""
 
-    __slots__ = ("client", "closed", "pid", "portal", "used")
+    __slots__ = ("client", "closed", "pid", "portal", "streams", "used")
 
     def __init__(self, client: AsyncViberClient) -> None:
         self.client = client
+        # Open streams, closed first by `close` (their results kept).
+        self.streams: weakref.WeakSet[SyncResultStream[Any]] = weakref.WeakSet()
         self.portal = Portal()
         self.pid = os.getpid()
         self.used = False
@@ -242,6 +261,8 @@ class ViberClient:
             return
         state.closed = True
         self._finalizer.detach()
+        for stream in list(state.streams):
+            stream.stop()
         _shut_down(state)
 
     # -- calls --------------------------------------------------------------------
@@ -309,7 +330,7 @@ class ViberClient:
         generator reading a database does not hold up the client's loop).
         """
         client, portal = self._ready()
-        return SyncResultStream(
+        return self._track(
             portal,
             lambda items: client.send_messages(
                 items,
@@ -322,6 +343,7 @@ class ViberClient:
                 on_refused=on_refused,
             ),
             messages,
+            lambda index, item: SendResult(index, item, error=_closed_before(index)),
         )
 
     def get_message_statuses(
@@ -336,7 +358,7 @@ class ViberClient:
     ) -> SyncResultStream[StatusResult]:
         """Look up many statuses; iterate one `StatusResult` per ID."""
         client, portal = self._ready()
-        return SyncResultStream(
+        return self._track(
             portal,
             lambda items: client.get_message_statuses(
                 items,
@@ -347,6 +369,7 @@ class ViberClient:
                 priority=priority,
             ),
             message_ids,
+            lambda index, item: StatusResult(index, item, error=_closed_before(index)),
         )
 
     def call(
@@ -396,12 +419,27 @@ class ViberClient:
                 "this ViberClient was closed before the request was written"
             ) from None
 
+    def _track(
+        self,
+        portal: Portal,
+        open_stream: Callable[[Any], ResultStream[Result]],
+        items: Iterable[Any] | AsyncIterable[Any],
+        not_sent: Callable[[int, Any], Result],
+    ) -> SyncResultStream[Result]:
+        stream = SyncResultStream(
+            portal, open_stream, items, not_sent=not_sent, owner=self
+        )
+        self._state.streams.add(stream)
+        return stream
+
     def _ready(self) -> tuple[AsyncViberClient, Portal]:
         state = self._state
         if state.closed:
             raise ClientClosedError("this ViberClient is closed; create a new one")
         if state.pid != os.getpid():
-            self._after_fork(state)
+            with _FORK_LOCK:  # (threads racing to the first call in the child)
+                if state.pid != os.getpid():
+                    self._after_fork(state)
         state.used = True
         return state.client, state.portal
 
@@ -423,6 +461,12 @@ class ViberClient:
         state.pid = os.getpid()
 
 
+def _closed_before(index: int) -> ClientClosedError:
+    return ClientClosedError(
+        f"item {index} was read from the input as the stream closed; not sent"
+    )
+
+
 def _explain_interrupt(
     interrupt: KeyboardInterrupt, ending: BaseException, witness: WireWitness
 ) -> None:
@@ -441,7 +485,12 @@ def _explain_interrupt(
         )
         note = "the request was written: it may have been sent (outcome unknown)"
     elif isinstance(ending, KeyboardInterrupt):
-        note = "interrupted again while the call was ending: nothing was written yet"
+        # (Not waited for: its request may still be on its way.)
+        interrupt.__cause__ = OutcomeUnknownError(
+            "interrupted again before the call had ended: the message may "
+            "have been sent; check before sending it again"
+        )
+        note = "interrupted again before the call had ended (outcome unknown)"
     else:
         note = "interrupted before any request reached the API: nothing was sent"
     add_note = getattr(interrupt, "add_note", None)

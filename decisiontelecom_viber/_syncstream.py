@@ -3,23 +3,27 @@
 A pump task on the client's loop iterates the async stream and hands each
 result to the consuming thread through a `Handoff` (the pump waits when the
 consumer falls behind, so memory stays bounded). A sync input that is not a
-list or tuple (a generator reading a file or a database) is read in a
-worker thread, a chunk at a time, so that it never blocks the loop every
-call of the client shares.
+list, tuple or range (a generator reading a file or a database) is read by a
+`ThreadedReader`, one item when the stream asks for it, so that it never
+blocks the loop every call of the client shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
 import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._bulk import ProgressCallback, ResultStream
+from ._errors import ClientClosedError, ConfigurationError
 from ._metrics import BulkSummary
 from ._portal import End, Handoff, Portal
+from ._reader import ThreadedReader
 
 
 __all__ = ["ProgressCallback", "SyncResultStream"]
@@ -28,8 +32,15 @@ Result = TypeVar("Result")
 
 # Results the loop may hand over ahead of the consumer.
 _HANDOFF_LIMIT = 1024
-# Input items read per trip to the worker thread.
-_CHUNK = 64
+
+# Seconds `close` waits for a read of the input under way.
+_SETTLE = 0.5
+
+_STOPPED = (
+    "the ViberClient was closed while this stream ran: the requests on the wire "
+    "finished first, and their results are in `unconsumed`; the items after them "
+    "were not sent"
+)
 
 
 class SyncResultStream(Generic[Result]):
@@ -40,22 +51,48 @@ class SyncResultStream(Generic[Result]):
     the loop early should be followed by `close` (or use ``with``): it takes
     no more input, cancels what is not written and waits for what is on the
     wire, whose results are then in `unconsumed`. Ctrl-C while waiting for a
-    result closes the stream the same way, then raises.
+    result closes the stream the same way, then raises. Closing the client
+    closes its streams first: iterating one then raises `ClientClosedError`.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_handoff", "_portal", "_pump", "_stream")
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_handoff",
+        "_not_sent",
+        "_owner",
+        "_pid",
+        "_portal",
+        "_pump",
+        "_reader",
+        "_stopped",
+        "_stream",
+    )
 
     def __init__(
         self,
         portal: Portal,
         open_stream: Callable[[Any], ResultStream[Result]],
         items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        not_sent: Callable[[int, Any], Result],
+        owner: object = None,
     ) -> None:
+        loop = portal.running_loop()
+        self._reader: ThreadedReader | None = None
+        source: Any = items
+        if _may_block(items):
+            self._reader = ThreadedReader(iter(items), loop)  # type: ignore[arg-type]
+            source = self._reader.items()
         # Built here so that a bad argument raises at once, in the caller.
-        self._stream = open_stream(_read_in_a_thread(items))
+        self._stream = open_stream(source)
         self._portal = portal
-        self._handoff: Handoff[Result] = Handoff(portal.running_loop(), _HANDOFF_LIMIT)
+        self._owner = owner  # (the client stays alive while its stream runs)
+        self._not_sent = not_sent
+        self._pid = os.getpid()
+        self._handoff: Handoff[Result] = Handoff(loop, _HANDOFF_LIMIT)
         self._closed = False
+        self._stopped = False
         stream, handoff = self._stream, self._handoff
         self._pump: concurrent.futures.Future[None] = portal.submit(
             lambda: _pump(stream, handoff)
@@ -63,7 +100,7 @@ class SyncResultStream(Generic[Result]):
 
     def __del__(self) -> None:
         pump = getattr(self, "_pump", None)
-        if pump is None or self._closed or pump.done():
+        if pump is None or self._closed or pump.done() or self._pid != os.getpid():
             return
         warnings.warn(
             "a SyncResultStream was dropped while sending; close it (`with`, or "
@@ -81,36 +118,69 @@ class SyncResultStream(Generic[Result]):
 
     @property
     def unconsumed(self) -> list[Result]:
-        """Results that were ready, or finished while closing, but never yielded."""
-        return self._handoff.drain() + self._stream.unconsumed
+        """Results that were ready, or finished while closing, but never yielded.
+
+        Also a failed result (`ClientClosedError`, nothing sent) for an item
+        your iterator returned after the stream had closed while reading it.
+        """
+        self._wait_for_the_wire()
+        dropped = [] if self._reader is None else self._reader.take_dropped()
+        return (
+            self._handoff.drain()
+            + self._stream.unconsumed
+            + [self._not_sent(index, item) for index, item in dropped]
+        )
 
     def __iter__(self) -> Iterator[Result]:
         return self
 
     def __next__(self) -> Result:
         if self._closed:
+            self._wait_for_the_wire()
+            if self._stopped:
+                self._stopped = False  # (raised once, then the end)
+                raise ClientClosedError(_STOPPED)
             raise StopIteration
+        self._check_caller()
         try:
             got = self._handoff.get()
         except KeyboardInterrupt:
             self.close()
             raise
-        if isinstance(got, End):
-            self._closed = True
-            concurrent.futures.wait([self._pump])
-            if got.error is not None and not isinstance(
-                got.error, asyncio.CancelledError
-            ):
-                raise got.error
+        if not isinstance(got, End):
+            return got
+        self._closed = True
+        concurrent.futures.wait([self._pump])
+        if got.error is None:
             raise StopIteration
-        return got
+        if isinstance(got.error, asyncio.CancelledError):
+            self._stopped = False
+            raise ClientClosedError(_STOPPED)  # (stopped, and not by its consumer)
+        raise got.error
 
     def close(self) -> None:
         """Stop: take no more input, cancel what is not written, finish the rest."""
         self._closed = True
+        if self._pid != os.getpid():
+            return  # (forked: the stream's loop is the parent's)
         if not self._pump.done():
             self._portal.cancel(self._pump)
+            if self._portal.in_loop_thread:
+                return  # (from a callback: it ends once the callback returns)
             concurrent.futures.wait([self._pump])
+        if self._reader is not None:
+            self._reader.close()
+            # An item read as the stream closed is kept, to be reported in
+            # `unconsumed` (a read blocked longer is not waited for).
+            self._reader.settle(_SETTLE)
+            with contextlib.suppress(ClientClosedError):
+                self._portal.call(_noop)  # (runs its delivery, if queued)
+
+    def stop(self) -> None:
+        """Close it for its client's `close`: its consumer is told so."""
+        if not self._closed:
+            self._stopped = True
+        self.close()
 
     def __enter__(self) -> SyncResultStream[Result]:
         return self
@@ -122,6 +192,28 @@ class SyncResultStream(Generic[Result]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _wait_for_the_wire(self) -> None:
+        """After a close from the loop's thread: let what is on the wire end."""
+        if (
+            self._closed
+            and not self._pump.done()
+            and self._pid == os.getpid()
+            and not self._portal.in_loop_thread
+        ):
+            concurrent.futures.wait([self._pump])
+
+    def _check_caller(self) -> None:
+        if self._pid != os.getpid():
+            raise ConfigurationError(
+                "a SyncResultStream cannot be iterated in a forked process: its "
+                "client's loop is in the parent; send from the child anew"
+            )
+        if self._portal.in_loop_thread:
+            raise ConfigurationError(
+                "a SyncResultStream was iterated from its client's own thread (a "
+                "callback): it would wait for itself"
+            )
 
 
 async def _pump(stream: ResultStream[Result], handoff: Handoff[Result]) -> None:
@@ -139,35 +231,12 @@ async def _pump(stream: ResultStream[Result], handoff: Handoff[Result]) -> None:
             handoff.end(error)
 
 
-def _read_in_a_thread(items: Any) -> Any:
-    """*items*, read in a worker thread if reading them may block."""
-    if (
-        isinstance(items, (list, tuple, range, AsyncIterable))
-        or not isinstance(items, Iterable)
-        or isinstance(items, (str, bytes))
-    ):
-        return items  # (the stream validates what is not an iterable)
-    return _chunks(iter(items))
+async def _noop() -> None:
+    pass
 
 
-async def _chunks(iterator: Iterator[Any]) -> AsyncIterator[Any]:
-    while True:
-        chunk, error = await asyncio.to_thread(_take, iterator, _CHUNK)
-        for item in chunk:
-            yield item
-        if error is not None:
-            raise error
-        if len(chunk) < _CHUNK:
-            return
-
-
-def _take(iterator: Iterator[Any], count: int) -> tuple[list[Any], Exception | None]:
-    chunk: list[Any] = []
-    try:
-        for _ in range(count):
-            chunk.append(next(iterator))  # noqa: PERF401 - keeps what came before an error
-    except StopIteration:
-        pass
-    except Exception as error:  # noqa: BLE001 - raised after the items before it
-        return chunk, error
-    return chunk, None
+def _may_block(items: object) -> bool:
+    """Whether reading *items* may block (what the stream validates is left to it)."""
+    return isinstance(items, Iterable) and not isinstance(
+        items, (list, tuple, range, str, bytes, AsyncIterable)
+    )

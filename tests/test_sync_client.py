@@ -547,3 +547,147 @@ class TestForgotten:
             patch.setattr(threading.Thread, "start", refuse)
             client.close()
         assert client.is_closed
+
+
+class TestStreamsUnderStress:
+    def test_closing_the_stream_from_a_callback_does_not_hang(
+        self, sandbox: SandboxServer
+    ) -> None:
+        """``results.close()`` in ``on_progress`` (the loop's thread) returns."""
+        with sync_client(sandbox.base_url) as client:
+            holder: list[Any] = []
+
+            def stop(summary: Any) -> None:
+                if summary.total >= 5:
+                    holder[0].close()
+
+            results = client.send_messages(
+                [message(n) for n in range(2000)],
+                concurrency=4,
+                on_progress=stop,
+                progress_interval=0.01,
+            )
+            holder.append(results)
+            got = list(results)
+            left = results.unconsumed
+        reported = len(got) + len(left)
+        assert 5 <= reported < 2000
+        assert reported == len(sandbox.sandbox.messages())
+
+    def test_a_blocked_input_does_not_hold_up_closing(self, raw: RawServer) -> None:
+        """An iterator blocked forever: the stream and the client still close."""
+        never = threading.Event()
+
+        def messages() -> Iterator[ViberMessage]:
+            yield message(1)
+            never.wait()  # (a queue nobody fills)
+            yield message(2)  # pragma: no cover - never reached
+
+        client = sync_client(raw.base_url, rate_limit=None)
+        results = client.send_messages(messages())
+        assert next(results).ok
+        client.close()
+        with pytest.raises(ClientClosedError):
+            next(results)
+        assert portal_threads() == []
+        never.set()
+
+    def test_a_trickling_input_is_sent_as_it_comes(self, raw: RawServer) -> None:
+        """The second item exists only after the first result: no read-ahead."""
+        first_done = threading.Event()
+
+        def messages() -> Iterator[ViberMessage]:
+            yield message(1)
+            assert first_done.wait(10), "the first message waited for the second"
+            yield message(2)
+
+        with sync_client(raw.base_url, rate_limit=None) as client:
+            results = client.send_messages(messages())
+            first = next(results)
+            first_done.set()
+            rest = list(results)
+        assert first.ok
+        assert [r.ok for r in rest] == [True]
+
+    @pytest.mark.parametrize("run", range(5))
+    def test_an_early_close_takes_no_input_it_does_not_report(
+        self, raw: RawServer, run: int
+    ) -> None:
+        """Every item taken from the iterator has a result: yielded or unconsumed."""
+        items = iter([message(n) for n in range(300)])
+        with sync_client(raw.base_url, rate_limit=None) as client:
+            with client.send_messages(items, concurrency=2) as results:
+                got = [next(results) for _ in range(3)]
+            left = results.unconsumed
+        taken = 300 - len(list(items))
+        assert len({r.index for r in got + left}) == len(got + left) == taken
+
+    def test_closing_the_client_under_a_consumer_tells_it(self, raw: RawServer) -> None:
+        """Another thread closes the client: the consumer learns it, nothing lost."""
+        items = iter([message(n) for n in range(3000)])
+        client = sync_client(raw.base_url, rate_limit=None)
+        got: list[Any] = []
+        raised: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                got.extend(client.send_messages(items, concurrency=8))
+            except ClientClosedError as error:
+                raised.append(error)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        wait_until(lambda: len(got) >= 50)
+        streams = list(client._state.streams)  # (what close() stops)
+        client.close()
+        consumer.join()
+        left = streams[0].unconsumed
+        taken = 3000 - len(list(items))
+        assert len(raised) == 1
+        assert len(got) + len(left) == taken
+        # Taken and not written (closing cancelled them): failed, not sent.
+        sent = [r for r in got + left if r.ok]
+        assert len(sent) == len(raw.received)
+        assert all(r.outcome is SendOutcome.FAILED for r in got + left if not r.ok)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+class TestForkRaces:
+    def test_a_stream_open_at_the_fork_fails_fast_in_the_child(
+        self, sandbox: SandboxServer
+    ) -> None:
+        with (
+            sync_client(sandbox.base_url) as client,
+            client.send_messages([message(n) for n in range(50)]) as results,
+        ):
+
+            def in_child() -> str:
+                with pytest.raises(ConfigurationError):
+                    next(results)
+                results.close()  # (returns at once)
+                return "ok"
+
+            child = run_in_a_child(in_child)
+            rest = list(results)
+        assert child == {"ok": "ok"}
+        assert len(rest) == 50
+
+    def test_racing_first_calls_in_the_child_share_one_rebuilt_client(
+        self, sandbox: SandboxServer
+    ) -> None:
+        with sync_client(sandbox.base_url) as client:
+            client.send_message(message(1))
+
+            def in_child() -> int:
+                threads = [
+                    threading.Thread(target=client.send_message, args=(message(n),))
+                    for n in range(2, 8)
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                return len(portal_threads())
+
+            child = run_in_a_child(in_child)
+        assert child == {"ok": 1}
