@@ -120,9 +120,9 @@ class ViberClient:
     short, and do not call the client from them.
 
     Ctrl-C while a call waits cancels the call, waits until it has ended and
-    raises the `KeyboardInterrupt`. For `send_message`, the interrupt's
-    ``__cause__`` is an `OutcomeUnknownError` if its request was written
-    (the message may have been sent), and a note says what happened.
+    raises the `KeyboardInterrupt`; its ``__cause__`` is an
+    `OutcomeUnknownError` unless nothing reached the API (then it has
+    none), and a note says what happened.
 
     After a fork (Celery's prefork pool, gunicorn) the client starts a new
     thread in the child on its first call. If it had made calls before the
@@ -326,8 +326,9 @@ class ViberClient:
 
         As `AsyncViberClient.send_messages`, iterated with ``for``: use it as
         ``with client.send_messages(...) as results:`` if you may leave the
-        loop early. The input is read lazily, in a worker thread (so a
-        generator reading a database does not hold up the client's loop).
+        loop early. An input other than a list, tuple or range is read in a
+        thread of its own, one item when the stream takes one (so that a
+        generator reading a database never holds up the client's loop).
         """
         client, portal = self._ready()
         return self._track(
