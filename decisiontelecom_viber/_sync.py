@@ -327,8 +327,9 @@ class ViberClient:
         As `AsyncViberClient.send_messages`, iterated with ``for``: use it as
         ``with client.send_messages(...) as results:`` if you may leave the
         loop early. An input other than a list, tuple or range is read in a
-        thread of its own, one item when the stream takes one (so that a
-        generator reading a database never holds up the client's loop).
+        thread of its own, a few items ahead (so that a generator reading a
+        database never holds up the client's loop); items read ahead when
+        the stream closes early are failed results in ``unconsumed``.
         """
         client, portal = self._ready()
         return self._track(

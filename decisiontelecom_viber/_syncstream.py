@@ -4,8 +4,8 @@ A pump task on the client's loop iterates the async stream and hands each
 result to the consuming thread through a `Handoff` (the pump waits when the
 consumer falls behind, so memory stays bounded). A sync input that is not a
 list, tuple or range (a generator reading a file or a database) is read by a
-`ThreadedReader`, one item when the stream asks for it, so that it never
-blocks the loop every call of the client shares.
+`ThreadedReader` in a thread of its own, so that it never blocks the loop
+every call of the client shares.
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class SyncResultStream(Generic[Result]):
     def unconsumed(self) -> list[Result]:
         """Results that were ready, or finished while closing, but never yielded.
 
-        Also a failed result (`ClientClosedError`, nothing sent) for an item
-        your iterator returned after the stream had closed while reading it.
+        Also a failed result (`ClientClosedError`, nothing sent) for each
+        item read from your iterator ahead of the sends and never sent.
         """
         self._wait_for_the_wire()
         dropped = [] if self._reader is None else self._reader.take_dropped()
