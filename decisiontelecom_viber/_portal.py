@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import inspect
 import os
 import threading
 import weakref
@@ -68,8 +69,14 @@ class Portal:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._pid = os.getpid()
-        # The task of each running call (touched in the loop's thread only).
-        self._tasks: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
+        # Each running call's task, its `_settle` and the call's coroutine
+        # (touched in the loop's thread only).
+        self._tasks: dict[
+            concurrent.futures.Future[Any],
+            tuple[
+                asyncio.Task[None], Coroutine[Any, Any, None], Coroutine[Any, Any, Any]
+            ],
+        ] = {}
         _PORTALS.add(self)
 
     @property
@@ -218,15 +225,20 @@ class Portal:
         except BaseException as error:  # noqa: BLE001 - handed to the caller
             future.set_exception(error)
             return
-        task = loop.create_task(self._settle(coroutine, future))
-        self._tasks[future] = task
-        # (A task cancelled before its first step never runs `_settle`.)
-        task.add_done_callback(lambda _: _cancelled(future, coroutine))
+        settle = self._settle(coroutine, future)
+        self._tasks[future] = (loop.create_task(settle), settle, coroutine)
 
     def _cancel_task_of(self, future: concurrent.futures.Future[Any]) -> None:
-        task = self._tasks.get(future)
-        if task is not None:
-            task.cancel()
+        entry = self._tasks.get(future)
+        if entry is None:
+            return
+        task, settle, coroutine = entry
+        task.cancel()
+        if inspect.getcoroutinestate(settle) == inspect.CORO_CREATED:
+            # Cancelled before its first step: `_settle` will never run.
+            del self._tasks[future]
+            coroutine.close()  # (never started: no "never awaited" warning)
+            future.set_exception(asyncio.CancelledError())
 
     async def _settle(
         self, coroutine: Coroutine[Any, Any, T], future: concurrent.futures.Future[T]
@@ -246,14 +258,6 @@ class Portal:
             future.set_result(result)
         finally:
             self._tasks.pop(future, None)
-
-
-def _cancelled(
-    future: concurrent.futures.Future[Any], coroutine: Coroutine[Any, Any, Any]
-) -> None:
-    if not future.done():
-        coroutine.close()  # (never started: no "never awaited" warning)
-        future.set_exception(asyncio.CancelledError())
 
 
 class Returned(Exception):
@@ -282,7 +286,8 @@ def _finish(loop: asyncio.AbstractEventLoop) -> None:
     Calls submitted just before the stop are started first (one pass of the
     loop), so that each one ends, cancelled, instead of waiting forever.
     """
-    loop.run_until_complete(asyncio.sleep(0))
+    for _ in range(2):  # (created, then their first step: inside `_settle`)
+        loop.run_until_complete(asyncio.sleep(0))
     tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
     for task in tasks:
         task.cancel()
