@@ -321,9 +321,20 @@ class Handoff(Generic[Item]):
 
     The loop side `put`s (waiting while the consumer is *limit* behind) and
     `end`s; the consumer `get`s, which returns an `End` after the last item.
+    The consumer is woken once per pass of the loop, not once per item: the
+    answers read in one pass come as one batch, for one thread switch.
     """
 
-    __slots__ = ("_blocked", "_cond", "_end", "_items", "_limit", "_loop", "_room")
+    __slots__ = (
+        "_blocked",
+        "_cond",
+        "_end",
+        "_items",
+        "_limit",
+        "_loop",
+        "_room",
+        "_wake_due",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self._loop = loop
@@ -332,6 +343,7 @@ class Handoff(Generic[Item]):
         self._cond = threading.Condition()
         self._room = asyncio.Event()
         self._blocked = False
+        self._wake_due = False
         self._end: End | None = None
 
     @property
@@ -343,13 +355,20 @@ class Handoff(Generic[Item]):
         """Hand *item* over (in the loop); wait while the consumer is behind."""
         with self._cond:
             self._items.append(item)
-            self._cond.notify()
+            if not self._wake_due:
+                self._wake_due = True
+                self._loop.call_soon(self._wake)  # (after this pass's others)
             full = len(self._items) >= self._limit
             if full:
                 self._room.clear()
                 self._blocked = True
         if full:
             await self._room.wait()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._wake_due = False
+            self._cond.notify()
 
     def end(self, error: BaseException | None = None) -> None:
         """No more items (in the loop): *error* ended them, if given."""
