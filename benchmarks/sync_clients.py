@@ -4,10 +4,11 @@
 
 MODE is ``sequential`` (N single sends one after another: the per-call cost
 of the sync client over the async one), ``bulk`` (``send_messages`` of N at
-64 in flight, each client after a warm-up) or ``threads`` (8 threads sharing
-one `ViberClient` with ``RateLimit(rate=100)``, N sends in all, against a
-100/s server; no async row). The async client is measured first, against
-the same server, as the baseline.
+64 in flight, from a generator) or ``threads`` (8 threads sharing one
+`ViberClient` with ``RateLimit(rate=100)``, N sends in all, against a 100/s
+server; no async row). The async client, the baseline, is measured in the
+same process against the same server, in rounds alternating with the sync
+one.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import argparse
 import asyncio
 import json
 import resource
+import statistics
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from decisiontelecom_viber import (
@@ -51,80 +53,85 @@ def row(
     }
 
 
-def sequential(url: str, key: str, n: int) -> list[dict[str, Any]]:
-    async def async_run() -> dict[str, Any]:
-        async with AsyncViberClient(key, base_url=url) as client:
-            for message in messages(10**6, 200):  # (warm-up)
-                await client.send_message(message)
-            start, cpu = time.perf_counter(), time.process_time()
-            for message in messages(0, n):
-                await client.send_message(message)
-            return row(
-                "sdk",
-                n,
-                time.perf_counter() - start,
-                time.process_time() - cpu,
-                accepted=n,
-                rate_limited=client.metrics.rate_limited,
-            )
+ROUNDS = 5
 
-    rows = [asyncio.run(async_run())]
+
+def interleaved(
+    url: str,
+    key: str,
+    n: int,
+    async_part: Callable[[AsyncViberClient, int, int], Awaitable[int]],
+    sync_part: Callable[[ViberClient, int, int], int],
+) -> list[dict[str, Any]]:
+    """Both clients, in alternating rounds (this machine's speed drifts by
+    tens of percent over a minute): each row sums its rounds; medians of the
+    per-round figures go in ``round_medians``."""
+    loop = asyncio.new_event_loop()
+    aclient = AsyncViberClient(key, base_url=url)
+    totals = {"sdk": [0.0, 0.0, 0], "sdk-sync": [0.0, 0.0, 0]}
+    per_round: dict[str, list[float]] = {"sdk": [], "sdk-sync": []}
+    size = n // ROUNDS
     with ViberClient(key, base_url=url) as client:
-        for message in messages(2 * 10**6, 200):
-            client.send_message(message)
-        start, cpu = time.perf_counter(), time.process_time()
-        for message in messages(n, n):
-            client.send_message(message)
-        rows.append(
-            row(
-                "sdk-sync",
-                n,
-                time.perf_counter() - start,
-                time.process_time() - cpu,
-                accepted=n,
-                rate_limited=client.metrics.rate_limited,
-            )
+        loop.run_until_complete(async_part(aclient, 10**7, 500))  # (warm-ups)
+        sync_part(client, 2 * 10**7, 500)
+        for number in range(ROUNDS):
+            for name in ("sdk", "sdk-sync"):
+                start_at = (number * 2 + (name == "sdk-sync")) * size
+                start, cpu = time.perf_counter(), time.process_time()
+                if name == "sdk":
+                    accepted = loop.run_until_complete(
+                        async_part(aclient, start_at, size)
+                    )
+                else:
+                    accepted = sync_part(client, start_at, size)
+                elapsed = time.perf_counter() - start
+                totals[name][0] += elapsed
+                totals[name][1] += time.process_time() - cpu
+                totals[name][2] += accepted
+                per_round[name].append(elapsed / size)
+    loop.run_until_complete(aclient.aclose())
+    loop.close()
+    return [
+        row(
+            name,
+            size * ROUNDS,
+            elapsed,
+            cpu,
+            accepted=accepted,
+            rate_limited=0,
+            round_median=statistics.median(per_round[name]),
         )
-    return rows
+        for name, (elapsed, cpu, accepted) in totals.items()
+    ]
+
+
+def sequential(url: str, key: str, n: int) -> list[dict[str, Any]]:
+    async def async_part(client: AsyncViberClient, start: int, count: int) -> int:
+        for message in messages(start, count):
+            await client.send_message(message)
+        return count
+
+    def sync_part(client: ViberClient, start: int, count: int) -> int:
+        for message in messages(start, count):
+            client.send_message(message)
+        return count
+
+    return interleaved(url, key, n, async_part, sync_part)
 
 
 def bulk(url: str, key: str, n: int) -> list[dict[str, Any]]:
-    async def async_run() -> dict[str, Any]:
-        async with AsyncViberClient(key, base_url=url) as client:
-            async for _ in client.send_messages(messages(10**6, 1000), concurrency=64):
-                pass
-            start, cpu = time.perf_counter(), time.process_time()
-            accepted = 0
-            async for result in client.send_messages(messages(0, n), concurrency=64):
-                accepted += result.ok
-            return row(
-                "sdk",
-                n,
-                time.perf_counter() - start,
-                time.process_time() - cpu,
-                accepted=accepted,
-                rate_limited=client.metrics.rate_limited,
-            )
+    async def async_part(client: AsyncViberClient, start: int, count: int) -> int:
+        accepted = 0
+        stream = client.send_messages(messages(start, count), concurrency=64)
+        async for result in stream:
+            accepted += result.ok
+        return accepted
 
-    rows = [asyncio.run(async_run())]
-    with ViberClient(key, base_url=url) as client:
-        for _ in client.send_messages(messages(2 * 10**6, 1000), concurrency=64):
-            pass
-        start, cpu = time.perf_counter(), time.process_time()
-        accepted = sum(
-            result.ok for result in client.send_messages(messages(n, n), concurrency=64)
-        )
-        rows.append(
-            row(
-                "sdk-sync",
-                n,
-                time.perf_counter() - start,
-                time.process_time() - cpu,
-                accepted=accepted,
-                rate_limited=client.metrics.rate_limited,
-            )
-        )
-    return rows
+    def sync_part(client: ViberClient, start: int, count: int) -> int:
+        stream = client.send_messages(messages(start, count), concurrency=64)
+        return sum(result.ok for result in stream)
+
+    return interleaved(url, key, n, async_part, sync_part)
 
 
 def threads(url: str, key: str, n: int) -> list[dict[str, Any]]:
