@@ -106,12 +106,16 @@ def redis_run(url: str, n: int) -> dict[str, Any]:
         return {"client": "sdk", "error": str(error).splitlines()[-1:]}
 
 
-def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
+def run_script(script: str, name: str, url: str, n: int, *extra: str) -> Any:
+    """Run a measuring script in its own process; its last stdout line (JSON).
+
+    A failed run is ``{"client": name, "error": [its last stderr line]}``.
+    """
     output = subprocess.run(
         [
             sys.executable,
-            str(HERE / "clients.py"),
-            client,
+            str(HERE / script),
+            name,
             "--url",
             url,
             "--key",
@@ -127,33 +131,17 @@ def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     if output.returncode:
-        return {"client": client, "error": output.stderr.strip().splitlines()[-1:]}
-    return dict(json.loads(output.stdout.strip().splitlines()[-1]))
+        return {"client": name, "error": output.stderr.strip().splitlines()[-1:]}
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
+    return dict(run_script("clients.py", client, url, n, *extra))
 
 
 def sync_run(url: str, mode: str, n: int) -> list[dict[str, Any]]:
-    output = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "sync_clients.py"),
-            mode,
-            "--url",
-            url,
-            "--key",
-            KEY,
-            "-n",
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if output.returncode:
-        return [
-            {"client": "sdk-sync", "error": output.stderr.strip().splitlines()[-1:]}
-        ]
-    return list(json.loads(output.stdout.strip().splitlines()[-1]))
+    got = run_script("sync_clients.py", mode, url, n)
+    return [got] if isinstance(got, dict) else list(got)
 
 
 SDK_ONLY = ["sdk"]
