@@ -31,6 +31,12 @@ pytestmark = pytest.mark.integration
 
 KEY = "job-key"
 
+# Rows a SIGKILL may catch written but not yet answered or recorded: at 20/s
+# with the server's latency about 2 are on the wire at any instant, and a
+# burst after a pause a few more (one CI run caught 3). The bugs these bounds
+# catch left 21 and 32 rows in doubt.
+ON_THE_WIRE_AT_A_KILL = 6
+
 
 @pytest.fixture
 def api() -> Iterator[SandboxServer]:
@@ -496,7 +502,7 @@ def test_after_a_kill_only_rows_on_the_wire_are_in_doubt(
     rows = results(output)
 
     assert unrecorded <= in_doubt  # whatever may have been sent is in doubt
-    assert len(in_doubt) <= len(unrecorded) + 2
+    assert len(in_doubt) <= len(unrecorded) + ON_THE_WIRE_AT_A_KILL
     assert ExitCode.PARTIAL == resumed.returncode or not in_doubt, resumed.stderr
     assert in_doubt == {r["row"] for r in rows if r["outcome"] == "unknown"}
     assert 300 - len(in_doubt) == len([r for r in rows if r["outcome"] == "sent"])
@@ -531,4 +537,4 @@ def test_rows_refused_with_429_are_not_in_doubt_while_they_wait(
     assert refused >= 20
     assert "waiting" in last_state.values()
     assert received - recorded <= in_doubt
-    assert len(in_doubt) <= len(received - recorded) + 2
+    assert len(in_doubt) <= len(received - recorded) + ON_THE_WIRE_AT_A_KILL
