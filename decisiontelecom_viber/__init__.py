@@ -49,6 +49,7 @@ from ._limits import RateLimit as RateLimit
 from ._limits import RateLimitHeaders as RateLimitHeaders
 from ._metrics import BulkSummary as BulkSummary
 from ._metrics import ClientMetrics as ClientMetrics
+from ._metrics import LatencyHistogram as LatencyHistogram
 from ._models import MessageReceipt as MessageReceipt
 from ._models import SendResult as SendResult
 from ._models import StatusResult as StatusResult
@@ -67,6 +68,7 @@ from ._signing import signed_callback_url as signed_callback_url
 from ._signing import verify_callback_token as verify_callback_token
 from ._sync import ViberClient as ViberClient
 from ._syncstream import SyncResultStream as SyncResultStream
+from ._telemetry import Telemetry as Telemetry
 
 
 __all__ = [
@@ -90,6 +92,7 @@ __all__ = [
     "IncomingMessage",
     "InsufficientBalanceError",
     "InvalidParameterError",
+    "LatencyHistogram",
     "Limiter",
     "LimiterError",
     "MessageHandler",
@@ -119,6 +122,7 @@ __all__ = [
     "StatusTimeoutError",
     "SyncResultStream",
     "SystemClock",
+    "Telemetry",
     "UnexpectedResponseError",
     "ValidationError",
     "ViberClient",

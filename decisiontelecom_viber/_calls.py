@@ -14,6 +14,7 @@ import asyncio
 from ._cancel import cancel_for, ours
 from ._context import worker
 from ._limits import Permit
+from ._telemetry import CallSpan
 
 
 __all__ = ["Call", "Calls", "abort"]
@@ -37,15 +38,22 @@ class Call:
             after retrying an unknown outcome, which a policy must opt into).
         first_permit: A bulk item's first permit, taken before its deadline
             starts, and when it was granted.
+        attempts: Requests built for it so far.
+        in_doubt: Whether a request of it may have reached the API and was
+            not refused for sure since.
+        span: Its OpenTelemetry span (None: not traced).
     """
 
     __slots__ = (
         "abort_reason",
         "aborted",
+        "attempts",
         "exchanging",
         "first_granted_at",
         "first_permit",
+        "in_doubt",
         "maybe_processed",
+        "span",
         "task",
         "tracked",
         "wrote",
@@ -58,6 +66,9 @@ class Call:
         self.wrote = False
         self.aborted = False
         self.abort_reason = ""
+        self.attempts = 0
+        self.in_doubt = False
+        self.span: CallSpan | None = None
         self.maybe_processed = False
         self.first_permit: Permit | None = None
         self.first_granted_at = 0.0

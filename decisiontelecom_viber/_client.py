@@ -55,6 +55,7 @@ from ._pipeline import Operation, Pipeline
 from ._polling import poll_until_final
 from ._retry import Retrier, RetryHook, RetryPolicy
 from ._signing import CallbackSigner
+from ._telemetry import Telemetry, instrument, type_label
 from ._transport import build_default_transport, environment_proxy
 from ._wire import (
     decode_send_response,
@@ -125,6 +126,9 @@ class AsyncViberClient:
             (for example your order ID), signed into its callback URL as
             ``ref`` and handed to your callback handlers as ``reference``.
         clock: Time source for waits (tests pass a fake one).
+        telemetry: OpenTelemetry spans and metrics (`Telemetry`; needs the
+            ``[otel]`` extra and an SDK configured by the application, else
+            nothing is recorded); None turns them off.
 
     Raises:
         ConfigurationError: No access key, or an invalid setting.
@@ -164,6 +168,7 @@ class AsyncViberClient:
         callback_secret: str | bytes | Sequence[str | bytes] | None = None,
         callback_reference: Callable[[ViberMessage], str | None] | None = None,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = Telemetry(),  # noqa: B008 - frozen
     ) -> None:
         # The key leaves this frame at once: an error raised later in it
         # would otherwise show the key to a traceback rendering its locals.
@@ -230,6 +235,7 @@ class AsyncViberClient:
             ),
             clock=self._clock,
             tally=self._tally,
+            telemetry=instrument(telemetry, self._base_url, self._rate_now),
             on_bind=self._bound if self._owns_exchange else None,
         )
         self._loop_sentinel: AsyncGenerator[None, None] | None = None
@@ -298,7 +304,16 @@ class AsyncViberClient:
             limiter_wait=tally.limiter_wait,
             current_rate=limiter.current_rate if limiter is not None else None,
             estimated_limit=limiter.estimated_limit if limiter is not None else None,
+            outcomes=dict(tally.outcomes),
+            send_latency=tally.send_latency(),
         )
+
+    def _rate_now(self) -> float | None:
+        # (For the rate gauge: a limiter's failure is no measurement.)
+        try:
+            return self.current_rate
+        except Exception:  # noqa: BLE001 - a user's limiter
+            return None
 
     @property
     def is_closed(self) -> bool:
@@ -405,8 +420,11 @@ class AsyncViberClient:
             ConfigurationError: The client is used from another event loop.
         """
         priority = check_priority(priority)
-        body = encode_json({"message_id": _check_message_id(message_id)})
-        return await self._pipeline.run(self._status_op, body, priority)
+        message_id = _check_message_id(message_id)
+        body = encode_json({"message_id": message_id})
+        return await self._pipeline.run(
+            self._status_op, body, priority, message_id=message_id
+        )
 
     def callback_url_for(self, reference: str) -> str | None:
         """The client's callback URL carrying *reference*, signed.
@@ -601,7 +619,10 @@ class AsyncViberClient:
         )
         try:
             message_id = await self._pipeline.run(
-                self._send_op, encode_message(message), priority
+                self._send_op,
+                encode_message(message),
+                priority,
+                message_type=type_label(message.message_type),
             )
         except Exception as error:  # noqa: BLE001 - one result per item, always
             return SendResult(index, message, error=error)
@@ -625,7 +646,10 @@ class AsyncViberClient:
         if self._callback is not None:
             message = self._callback.attach(message)
         return await self._pipeline.run(
-            self._send_op, encode_message(message), priority
+            self._send_op,
+            encode_message(message),
+            priority,
+            message_type=type_label(message.message_type),
         )
 
     def _check_open(self) -> None:

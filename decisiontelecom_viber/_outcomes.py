@@ -28,7 +28,14 @@ from ._errors import (
 )
 
 
-__all__ = ["SendOutcome", "Verdict", "send_outcome", "should_retry", "verdict"]
+__all__ = [
+    "SendOutcome",
+    "Verdict",
+    "call_outcome",
+    "send_outcome",
+    "should_retry",
+    "verdict",
+]
 
 
 class Verdict(enum.Enum):
@@ -81,6 +88,23 @@ def send_outcome(error: BaseException | None) -> SendOutcome:
     if verdict(error) is Verdict.UNKNOWN:
         return SendOutcome.UNKNOWN
     return SendOutcome.FAILED
+
+
+def call_outcome(
+    idempotent: bool, error: BaseException | None, *, in_doubt: bool
+) -> str:
+    """What a call's metrics and span say came of it.
+
+    A send is ``"sent"``, ``"failed"`` or ``"unknown"`` as `send_outcome`
+    says; one interrupted (cancelled, Ctrl-C) is unknown when a request of it
+    may have reached the API (*in_doubt*). A status lookup is ``"ok"`` or
+    ``"failed"``.
+    """
+    if idempotent:
+        return "ok" if error is None else "failed"
+    if error is not None and not isinstance(error, Exception):
+        return "unknown" if in_doubt else "failed"
+    return send_outcome(error).value
 
 
 def should_retry(

@@ -62,8 +62,9 @@ from ._limits import (
     parse_rate_limit_headers,
 )
 from ._metrics import Tally
-from ._outcomes import Verdict, verdict
+from ._outcomes import Verdict, call_outcome, verdict
 from ._retry import Retrier
+from ._telemetry import AttemptSpan, Instrumentation
 from ._transport import wire_signal
 from ._wire import retry_after_header
 
@@ -133,6 +134,7 @@ class Pipeline:
         timeout: Per-attempt timeouts.
         clock: The client's clock.
         tally: The client's counters.
+        telemetry: The client's OpenTelemetry instrumentation (None: none).
         on_bind: Called in the event loop of the first call, once bound.
     """
 
@@ -147,8 +149,10 @@ class Pipeline:
         timeout: httpx.Timeout,
         clock: Clock,
         tally: Tally,
+        telemetry: Instrumentation | None = None,
         on_bind: Callable[[], object] | None = None,
     ) -> None:
+        self._telemetry = telemetry
         self._on_bind = on_bind
         self._exchange = exchange
         self._limiter = limiter
@@ -165,23 +169,83 @@ class Pipeline:
     # -- calls ------------------------------------------------------------------
 
     async def run(
-        self, operation: Operation[T], body: bytes, priority: Priority = "normal"
+        self,
+        operation: Operation[T],
+        body: bytes,
+        priority: Priority = "normal",
+        *,
+        message_type: str | None = None,
+        message_id: int | None = None,
     ) -> T:
         """Run one call: attempts under the retry policy, until an outcome.
 
-        Its attempts wait for the limiter in the *priority* lane.
+        Its attempts wait for the limiter in the *priority* lane. What came
+        of it is counted (and traced) with *message_type* (sends) and the
+        message ID (given, or the one assigned).
         """
         self._check_loop()
         if self._calls.closed:
             raise ClientClosedError
         call = self._calls.start()
+        started = self._clock.monotonic()
+        if self._telemetry is not None:
+            call.span = self._telemetry.start_call(
+                operation.name,
+                {} if message_type is None else {"viber.message_type": message_type},
+            )
+        try:
+            value = await self._settle(operation, body, priority, call)
+        except BaseException as error:
+            self._observe(
+                operation.idempotent, call, started, error, message_type, message_id
+            )
+            raise
+        if isinstance(value, int):
+            message_id = value
+        self._observe(
+            operation.idempotent, call, started, None, message_type, message_id
+        )
+        return value
+
+    def _observe(
+        self,
+        idempotent: bool,
+        call: Call,
+        started: float,
+        error: BaseException | None,
+        message_type: str | None,
+        message_id: int | None,
+    ) -> None:
+        """Count what came of *call* (and end its span)."""
+        outcome = call_outcome(idempotent, error, in_doubt=call.in_doubt)
+        duration = self._clock.monotonic() - started
+        if message_type is not None:
+            self._tally.count_send(outcome, duration)
+        span = call.span
+        if span is not None:
+            try:
+                span.end(
+                    outcome,
+                    duration,
+                    attempts=call.attempts,
+                    message_type=message_type,
+                    message_id=message_id,
+                    error=error,
+                )
+            except Exception:
+                logger.exception("could not record a call's telemetry")
+
+    async def _settle(
+        self, operation: Operation[T], body: bytes, priority: Priority, call: Call
+    ) -> T:
+        """The call's attempts; its failure as the error its outcome calls for."""
         try:
             if self._limiter is not None and worker.get() is not None:
                 # A bulk item's deadline starts when the limiter first lets
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await self._acquire(None, priority)
+                call.first_permit = await self._acquire(None, priority, operation.name)
                 call.first_granted_at = started + call.first_permit.waited
             return await self._retrier.call(
                 lambda deadline: self._attempt(
@@ -237,9 +301,10 @@ class Pipeline:
         else:
             sent_at = clock.monotonic()
             if self._limiter is not None:
-                permit = await self._acquire(write_by, priority)
+                permit = await self._acquire(write_by, priority, operation.name)
                 sent_at += permit.waited
         hooked = False
+        attempt_span: AttemptSpan | None = None
         status: int | None = None
         limits: RateLimitHeaders | None = None
         asked_wait: float | None = None
@@ -256,14 +321,31 @@ class Pipeline:
                 extensions={"timeout": self._timeouts(deadline, write_by)},
             )
             hooked = await _run_before_write()
-            self._count("attempts")
-            status, headers, raw = await self._write(request, deadline, call)
+            call.attempts += 1
+            self._count("attempts", operation=operation.name)
+            if call.attempts > 1:
+                self._count_otel("retries", 1, operation.name)
+            attempt_span = (
+                None
+                if call.span is None
+                else call.span.start_attempt(request, call.attempts - 1)
+            )
+            try:
+                status, headers, raw = await self._write(request, deadline, call)
+            except BaseException as error:
+                if attempt_span is not None:
+                    attempt_span.end(None, error)
+                raise
             limits = parse_rate_limit_headers(headers)
             asked_wait = retry_after_header(headers, clock.time())
             try:
-                return operation.decode(status, headers, raw, now=clock.time())
+                value = operation.decode(status, headers, raw, now=clock.time())
             except ViberError as error:
                 failure = error
+            else:
+                if attempt_span is not None:
+                    attempt_span.end(status, None)
+                return value
             finally:
                 # An error page may echo the request (its credentials): keep
                 # it out of this frame's locals, which tracebacks may show.
@@ -278,13 +360,16 @@ class Pipeline:
         if verdict(failure) is Verdict.RETRY_SAFE and not call.maybe_processed:
             # Refused for sure (or never reached the API): nothing of it is
             # on the wire while a retry waits.
+            call.in_doubt = False
             witness = wire_witness.get()
             if witness is not None:
                 witness.written = False
             if hooked:
                 await _run_not_written()
+        if attempt_span is not None and status is not None:
+            attempt_span.end(status, failure)
         if isinstance(failure, RateLimitError):
-            self._count("rate_limited")
+            self._count("rate_limited", operation=operation.name)
         if verdict(failure) is Verdict.UNKNOWN:
             call.maybe_processed = True
         self._credentials.scrub_error(failure)
@@ -310,9 +395,11 @@ class Pipeline:
             return answer
         finally:
             wire_signal.reset(token)
-            witness = wire_witness.get()
-            if witness is not None and call.may_be_on_the_wire:
-                witness.written = True  # (also when cancelled: in doubt)
+            if call.may_be_on_the_wire:
+                call.in_doubt = True  # (also when cancelled)
+                witness = wire_witness.get()
+                if witness is not None:
+                    witness.written = True
             self._calls.end_exchange(call)
         if call.tracked and not call.wrote:
             # The transport started the request and never handed it a
@@ -338,7 +425,9 @@ class Pipeline:
         # Raised outside the except block: no cancellation in its context.
         raise OutcomeUnknownError(_DEADLINE_PASSED)
 
-    async def _acquire(self, deadline: float | None, priority: Priority) -> Permit:
+    async def _acquire(
+        self, deadline: float | None, priority: Priority, operation: str
+    ) -> Permit:
         """A permit; the limiter's own failure is a `LimiterError` (never sent)."""
         limiter = self._limiter
         assert limiter is not None  # noqa: S101 - callers check
@@ -358,6 +447,8 @@ class Pipeline:
         if waited:
             self._count("limiter_waits")
             self._count("limiter_wait", waited)
+        if self._telemetry is not None:
+            self._count_otel("limiter_wait", waited, operation)
         return permit
 
     def _release(
@@ -426,11 +517,22 @@ class Pipeline:
                 "the result stream was closed before this request was written"
             )
 
-    def _count(self, counter: str, amount: float = 1) -> None:
+    def _count(
+        self, counter: str, amount: float = 1, *, operation: str | None = None
+    ) -> None:
         context = worker.get()
         for tally in (self._tally, context.tally if context else None):
             if tally is not None:
                 setattr(tally, counter, getattr(tally, counter) + amount)
+        if operation is not None:
+            self._count_otel(counter, amount, operation)
+
+    def _count_otel(self, counter: str, amount: float, operation: str) -> None:
+        if self._telemetry is not None:
+            try:
+                self._telemetry.count(counter, amount, operation)
+            except Exception:
+                logger.exception("could not record a measurement")
 
     # -- event loop and closing -------------------------------------------------
 

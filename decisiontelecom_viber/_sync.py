@@ -40,6 +40,7 @@ from ._options import DEFAULT, Default
 from ._portal import LEFT_BEHIND, Portal, Returned
 from ._retry import RetryHook, RetryPolicy
 from ._syncstream import ProgressCallback, SyncResultStream
+from ._telemetry import Telemetry, carry_context
 
 
 __all__ = ["ViberClient"]
@@ -158,6 +159,7 @@ class ViberClient:
         callback_secret: str | bytes | Sequence[str | bytes] | None = None,
         callback_reference: Callable[[ViberMessage], str | None] | None = None,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = Telemetry(),  # noqa: B008 - frozen
     ) -> None:
         # The key leaves this frame at once (a traceback's locals show it).
         settings = _Settings(
@@ -177,6 +179,7 @@ class ViberClient:
                 "callback_secret": callback_secret,
                 "callback_reference": callback_reference,
                 "clock": clock,
+                "telemetry": telemetry,
             },
         )
         del access_key, callback_secret
@@ -399,9 +402,12 @@ class ViberClient:
     def _run(self, make: Callable[[AsyncViberClient], Coroutine[Any, Any, T]]) -> T:
         client, portal = self._ready()
         witness = WireWitness()
+        enter = carry_context()  # (the caller's span: the parent of the call's)
 
         async def run() -> T:
             wire_witness.set(witness)  # (in the call's own task and context)
+            if enter is not None:
+                enter()  # (the task's own context: nothing to detach)
             return await make(client)
 
         def explain(interrupt: KeyboardInterrupt, ending: BaseException) -> None:

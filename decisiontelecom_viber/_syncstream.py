@@ -24,6 +24,7 @@ from ._errors import ClientClosedError, ConfigurationError
 from ._metrics import BulkSummary
 from ._portal import End, Handoff, Portal
 from ._reader import ThreadedReader
+from ._telemetry import carry_context
 
 
 __all__ = ["ProgressCallback", "SyncResultStream"]
@@ -94,8 +95,9 @@ class SyncResultStream(Generic[Result]):
         self._closed = False
         self._stopped = False
         stream, handoff = self._stream, self._handoff
+        enter = carry_context()  # (the caller's span: the items' parent)
         self._pump: concurrent.futures.Future[None] = portal.submit(
-            lambda: _pump(stream, handoff)
+            lambda: _pump(stream, handoff, enter)
         )
 
     def __del__(self) -> None:
@@ -216,7 +218,13 @@ class SyncResultStream(Generic[Result]):
             )
 
 
-async def _pump(stream: ResultStream[Result], handoff: Handoff[Result]) -> None:
+async def _pump(
+    stream: ResultStream[Result],
+    handoff: Handoff[Result],
+    enter: Callable[[], object] | None,
+) -> None:
+    if enter is not None:
+        enter()  # (the pump's own context: its workers inherit it)
     error: BaseException | None = None
     try:
         async for result in stream:

@@ -8,6 +8,7 @@ framework middleware would wrap.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import random
 import time
@@ -48,6 +49,18 @@ API_PREFIX = "/v1/api"
 
 # What the vendor profile answers with HTTP 200 (see SandboxConfig.profile).
 _BUSINESS_ERRORS = frozenset({"rate_limited", "no_balance"})
+
+# The traceparent of the request being answered (each request is a task).
+_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "sandbox_traceparent", default=None
+)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class Sandbox(AdminMixin):
@@ -196,6 +209,7 @@ class Sandbox(AdminMixin):
     ) -> None:
         config = self._config
         path = scope["path"]
+        _traceparent.set(_header(scope, b"traceparent"))  # (this request's task)
         delay = self._latency(config)
         key = self._authenticate(scope)
         if key is None:
@@ -384,6 +398,7 @@ class Sandbox(AdminMixin):
             payload=payload,
             keep=self._config.record_requests,
             notes=notes,
+            traceparent=_traceparent.get(),
         )
 
     async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:

@@ -46,6 +46,8 @@ class RequestRecord:
         at: Unix time of arrival.
         notes: What the sandbox accepted although the documentation is
             unclear about it (the real API might refuse it).
+        traceparent: The request's W3C ``traceparent`` header, if any (how
+            tests see that a trace reached the API).
     """
 
     sequence: int
@@ -57,6 +59,7 @@ class RequestRecord:
     payload: Any
     at: float
     notes: tuple[str, ...] = ()
+    traceparent: str | None = None
 
 
 @attrs.frozen
@@ -212,6 +215,7 @@ class SandboxState:
         payload: Any,
         keep: bool,
         notes: tuple[str, ...] = (),
+        traceparent: str | None = None,
     ) -> None:
         """Count a request (and keep its record when *keep*)."""
         with self.lock:
@@ -230,6 +234,7 @@ class SandboxState:
                         payload,
                         time.time(),
                         notes,
+                        traceparent,
                     )
                 )
 
