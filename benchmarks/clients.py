@@ -79,6 +79,10 @@ async def workers(concurrency: int, jobs: Iterator[int], handle: Any) -> None:
     await asyncio.gather(*(work() for _ in range(concurrency)))
 
 
+# Seconds between samples of the limiter's rate (benchmarks/charts.py).
+SAMPLE_EVERY = 0.05
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
@@ -144,12 +148,29 @@ async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
             return time.perf_counter() - start
 
         running = asyncio.create_task(campaign())
+        series: list[list[float | None]] = []
+
+        async def sample() -> None:
+            # The limiter's rate, messages sent and 429s over time (charts).
+            while True:
+                series.append(
+                    [
+                        time.perf_counter() - start,
+                        client.current_rate,
+                        counts.accepted,
+                        client.metrics.rate_limited - before,
+                    ]
+                )
+                await asyncio.sleep(SAMPLE_EVERY)
+
+        sampler = asyncio.create_task(sample())
         if args.singles:
             # Once the campaign has filled the limiter's queue.
             await asyncio.sleep(0.5 if args.n else 0)
             await singles(client, args.singles, args.singles_every, latencies)
         elapsed = await running
         cpu = time.process_time() - cpu
+        sampler.cancel()
         counts.rate_limited = client.metrics.rate_limited - before
         return {
             "elapsed": elapsed,
@@ -159,6 +180,8 @@ async def run_sdk(args: argparse.Namespace, counts: Counts) -> dict[str, Any]:
             "attempts": stream.summary.attempts,
             "singles_p50": percentile(latencies, 0.5),
             "singles_p99": percentile(latencies, 0.99),
+            "singles": latencies,
+            "series": series,
         }
 
 
