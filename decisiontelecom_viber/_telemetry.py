@@ -41,6 +41,20 @@ except ImportError:  # pragma: no cover - the [otel] extra is not installed
     AVAILABLE = False
 else:
     AVAILABLE = True
+    # Providers that record nothing: the API's defaults until the
+    # application sets an SDK's (then spans and measurements are skipped,
+    # not made and dropped).
+    _SILENT_TRACER_PROVIDERS: tuple[type, ...] = (
+        trace.ProxyTracerProvider,
+        trace.NoOpTracerProvider,
+    )
+    _SILENT_METER_PROVIDERS: tuple[type, ...] = (otel_metrics.NoOpMeterProvider,)
+    try:
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:  # pragma: no cover - another API version: always measure
+        pass
+    else:
+        _SILENT_METER_PROVIDERS += (_ProxyMeterProvider,)
 
 __all__ = [
     "AVAILABLE",
@@ -171,6 +185,8 @@ class Instrumentation:
     __slots__ = (
         "__weakref__",
         "_call_attributes",
+        "_meter_provider",
+        "_tracer_provider",
         "client_attributes",
         "current_rate",
         "http_attributes",
@@ -182,6 +198,8 @@ class Instrumentation:
     def __init__(
         self, config: Telemetry, base_url: httpx.URL, current_rate: Callable[[], Any]
     ) -> None:
+        self._tracer_provider = config.tracer_provider
+        self._meter_provider = config.meter_provider
         self.tracer = trace.get_tracer(
             SCOPE, package_version(), tracer_provider=config.tracer_provider
         )
@@ -201,8 +219,19 @@ class Instrumentation:
         self.instruments = _instruments_for(config.meter_provider)
         self.instruments.live.add(self)
 
-    def start_call(self, operation: str, attributes: Mapping[str, Any]) -> CallSpan:
-        """A call's span, a child of the caller's current span."""
+    def start_call(
+        self, operation: str, attributes: Mapping[str, Any]
+    ) -> CallSpan | None:
+        """A call's span, a child of the caller's current span.
+
+        None while the application has configured no SDK (checked on every
+        call: it may configure one after making the client).
+        """
+        tracing = self._tracing()
+        if not tracing and not self._metering():
+            return None
+        if not tracing:
+            return CallSpan(self, trace.INVALID_SPAN, operation, None)
         span = self.tracer.start_span(
             f"viber.{operation}",
             kind=trace.SpanKind.INTERNAL,
@@ -215,8 +244,18 @@ class Instrumentation:
         token = otel_context.attach(trace.set_span_in_context(span))
         return CallSpan(self, span, operation, token)
 
+    def _tracing(self) -> bool:
+        provider = self._tracer_provider or trace.get_tracer_provider()
+        return not isinstance(provider, _SILENT_TRACER_PROVIDERS)
+
+    def _metering(self) -> bool:
+        provider = self._meter_provider or otel_metrics.get_meter_provider()
+        return not isinstance(provider, _SILENT_METER_PROVIDERS)
+
     def count(self, name: str, amount: float, operation: str) -> None:
         """Add to a counter, or record a limiter wait."""
+        if not self._metering():
+            return
         instruments = self.instruments
         attributes = {"viber.operation": operation}
         if name == "attempts":
@@ -247,8 +286,8 @@ class CallSpan:
     ) -> AttemptSpan | None:
         """An attempt's client span, its ``traceparent`` put on *request*."""
         instrumentation = self._instrumentation
-        if not instrumentation.http_spans:
-            return None
+        if not instrumentation.http_spans or self._token is None:
+            return None  # (not tracing)
         parent = trace.set_span_in_context(self.span)
         url = request.url.copy_with(query=None, fragment=None, userinfo=b"")
         attributes: dict[str, Any] = {
@@ -277,7 +316,8 @@ class CallSpan:
 
         Called once, in the task that started the call.
         """
-        otel_context.detach(self._token)
+        if self._token is not None:
+            otel_context.detach(self._token)
         instruments = self._instrumentation.instruments
         operation = self._operation
         if message_type is not None:

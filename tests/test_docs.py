@@ -222,3 +222,32 @@ def test_the_exit_code_table_lists_every_code() -> None:
     table = text[text.index("## Exit codes") :]
     listed = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
     assert {int(code) for code in ExitCode} == listed
+
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)")
+
+
+def test_every_image_referenced_exists_and_every_chart_is_referenced() -> None:
+    """The pages' images are files of the repository, and each chart that
+    ``nox -s bench`` draws into docs/images is shown on some page."""
+    referenced = set()
+    for page in PAGES:
+        for target in IMAGE.findall(page.read_text()):
+            path = (page.parent / target).resolve()
+            assert path.is_file(), f"{page.name}: {target} does not exist"
+            referenced.add(path)
+    charts = {path.resolve() for path in (ROOT / "docs" / "images").glob("*")}
+    assert charts, "docs/images holds the benchmark charts"
+    assert charts - referenced == set()
+    # What benchmarks/charts.py draws (read, not imported: it needs matplotlib).
+    tree = ast.parse((ROOT / "benchmarks" / "charts.py").read_text())
+    (table,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "CHARTS"
+    ]
+    assert isinstance(table, ast.Dict)
+    drawn = {ast.literal_eval(key) for key in table.keys if key is not None}
+    assert {(ROOT / "docs" / "images" / name).resolve() for name in drawn} == charts

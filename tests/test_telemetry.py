@@ -515,3 +515,63 @@ async def test_a_cancelled_send_on_the_wire_counts_as_unknown(
     (call,) = otel.spans("viber.send_message")
     assert (call.attributes or {})["viber.outcome"] == "unknown"
     assert (call.attributes or {})["error.type"] == "CancelledError"
+
+
+def test_an_sdk_configured_after_the_client_is_made_is_used_from_then_on() -> None:
+    """A client made at import time, before the application sets its global
+    providers: nothing is recorded (and no traceparent sent) until then, and
+    everything after."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from opentelemetry import metrics, trace
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+        from decisiontelecom_viber import AsyncViberClient, ViberMessage
+        from decisiontelecom_viber.sandbox import SandboxConfig, serve_sandbox
+
+        def message():
+            return ViberMessage.transactional(
+                sender="Shop", receiver="380501234567", text="hi")
+
+        async def main(url):
+            async with AsyncViberClient("k", base_url=url) as client:
+                await client.send_message(message())
+                exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+                provider = TracerProvider()
+                provider.add_span_processor(SimpleSpanProcessor(exporter))
+                trace.set_tracer_provider(provider)
+                metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+                await client.send_message(message())
+            data = reader.get_metrics_data()
+            sent = [
+                point.value
+                for scope in data.resource_metrics[0].scope_metrics
+                for metric in scope.metrics
+                if metric.name == "viber.client.messages"
+                for point in metric.data.data_points
+            ]
+            return sorted(s.name for s in exporter.get_finished_spans()), sent
+
+        with serve_sandbox(SandboxConfig(access_key="k")) as api:
+            spans, sent = asyncio.run(main(api.base_url))
+            parents = [r.traceparent is not None for r in api.sandbox.requests()]
+            print(spans, sent, parents)
+        """
+    )
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == (
+        "['POST', 'viber.send_message'] [1] [False, True]"
+    )
