@@ -123,16 +123,24 @@ def ids(traceparent: str | None) -> str | None:
     return None if traceparent is None else traceparent.rsplit("-", 1)[0]
 
 
+@pytest.mark.parametrize("own_client", [False, True], ids=["default", "http_client"])
 async def test_a_sent_message_has_a_call_span_and_an_http_span_that_reaches_the_api(
-    otel: Otel,
+    otel: Otel, own_client: bool
 ) -> None:
-    """Default transport, the sandbox: the SDK's span under the caller's, the
-    HTTP client span under it, and the API sees that span's traceparent."""
+    """The sandbox, through the default transport and a user's client: the
+    SDK's span under the caller's, the HTTP client span under it, and the API
+    sees that span's traceparent."""
     tracer = otel.telemetry.tracer_provider.get_tracer("app")
     with serve_sandbox(SandboxConfig(access_key=KEY)) as api:
-        async with AsyncViberClient(
-            KEY, base_url=api.base_url, telemetry=otel.telemetry
-        ) as client:
+        async with (
+            httpx.AsyncClient() as http_client,
+            AsyncViberClient(
+                KEY,
+                base_url=api.base_url,
+                telemetry=otel.telemetry,
+                http_client=http_client if own_client else None,
+            ) as client,
+        ):
             with tracer.start_as_current_span("handler") as handler:
                 message_id = await client.send_message(message())
         received = api.sandbox.requests()
@@ -227,8 +235,9 @@ async def test_a_retried_send_has_one_http_span_per_attempt(
     assert otel.total("viber.client.messages", **{"viber.outcome": "sent"}) == 1
 
 
+@pytest.mark.parametrize("own_client", [False, True], ids=["default", "http_client"])
 async def test_a_refused_send_is_failed_and_a_lost_answer_unknown(
-    otel: Otel, server: raw.RawServer
+    otel: Otel, server: raw.RawServer, own_client: bool
 ) -> None:
     """An API refusal (400) is ``failed``; a connection closed after the
     request was read is ``unknown``: the span, the counter and
@@ -237,9 +246,16 @@ async def test_a_refused_send_is_failed_and_a_lost_answer_unknown(
         raw.respond(400, {"name": "Invalid Parameter: source_addr", "status": 0}),
         raw.close(after_reading=True),
     )
-    async with AsyncViberClient(
-        KEY, base_url=server.base_url, rate_limit=None, telemetry=otel.telemetry
-    ) as client:
+    async with (
+        httpx.AsyncClient() as http_client,
+        AsyncViberClient(
+            KEY,
+            base_url=server.base_url,
+            rate_limit=None,
+            telemetry=otel.telemetry,
+            http_client=http_client if own_client else None,
+        ) as client,
+    ):
         with pytest.raises(InvalidParameterError):
             await client.send_message(message(1))
         with pytest.raises(OutcomeUnknownError):
