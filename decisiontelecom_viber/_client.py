@@ -148,6 +148,7 @@ class AsyncViberClient:
         "_send_op",
         "_status_op",
         "_tally",
+        "_telemetry",
     )
 
     def __init__(
@@ -189,6 +190,12 @@ class AsyncViberClient:
         self._limiter = resolve_limiter(rate_limit, self._clock)
         self._tally = Tally()
         hooks = (on_retry,) if callable(on_retry) else tuple(on_retry)
+        self._telemetry = instrument(
+            telemetry, self._base_url, _rate_reader(self._limiter)
+        )
+        if self._telemetry is not None:
+            # Retries counted where client.metrics counts them: scheduled.
+            hooks = (*hooks, self._telemetry.count_retry)
         self._retrier = Retrier(
             retry,
             self._clock,
@@ -235,7 +242,7 @@ class AsyncViberClient:
             ),
             clock=self._clock,
             tally=self._tally,
-            telemetry=instrument(telemetry, self._base_url, self._rate_now),
+            telemetry=self._telemetry,
             on_bind=self._bound if self._owns_exchange else None,
         )
         self._loop_sentinel: AsyncGenerator[None, None] | None = None
@@ -308,13 +315,6 @@ class AsyncViberClient:
             send_latency=tally.send_latency(),
         )
 
-    def _rate_now(self) -> float | None:
-        # (For the rate gauge: a limiter's failure is no measurement.)
-        try:
-            return self.current_rate
-        except Exception:  # noqa: BLE001 - a user's limiter
-            return None
-
     @property
     def is_closed(self) -> bool:
         """Whether `aclose` was called."""
@@ -350,6 +350,8 @@ class AsyncViberClient:
         """
         first = not self._closed
         self._closed = True
+        if self._telemetry is not None:
+            self._telemetry.retire()  # (its rate is no longer observed)
         try:
             if self._pipeline.owns_current_loop():
                 # A second aclose() waits for the first one's calls too.
@@ -655,6 +657,20 @@ class AsyncViberClient:
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError
+
+
+def _rate_reader(limiter: Limiter | None) -> Callable[[], float | None]:
+    """The limiter's rate for the gauge (holding the limiter, not the client)."""
+
+    def read() -> float | None:
+        if limiter is None:
+            return None
+        try:
+            return limiter.current_rate
+        except Exception:  # noqa: BLE001 - a user's limiter: no measurement
+            return None
+
+    return read
 
 
 def check_max_connections(value: object) -> None:

@@ -31,7 +31,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import httpx
@@ -184,17 +184,24 @@ class Pipeline:
         message ID (given, or the one assigned).
         """
         self._check_loop()
-        if self._calls.closed:
-            raise ClientClosedError
-        call = self._calls.start()
+        closed = self._calls.closed
+        # (A call refused because the client closed is counted, and traced,
+        # as failed: one outcome per call, like a stream's one per item.)
+        call = Call(None) if closed else self._calls.start()
         started = self._clock.monotonic()
-        if self._telemetry is not None:
-            call.span = self._telemetry.start_call(
-                operation.name,
-                {} if message_type is None else {"viber.message_type": message_type},
-            )
         try:
-            value = await self._settle(operation, body, priority, call)
+            if self._telemetry is not None:
+                call.span = self._telemetry.start_call(
+                    operation.name,
+                    {}
+                    if message_type is None
+                    else {"viber.message_type": message_type},
+                )
+            value = await (
+                _refused_closed()
+                if closed
+                else self._settle(operation, body, priority, call)
+            )
         except BaseException as error:
             self._observe(
                 operation.idempotent, call, started, error, message_type, message_id
@@ -323,8 +330,6 @@ class Pipeline:
             hooked = await _run_before_write()
             call.attempts += 1
             self._count("attempts", operation=operation.name)
-            if call.attempts > 1:
-                self._count_otel("retries", 1, operation.name)
             attempt_span = (
                 None
                 if call.span is None
@@ -357,6 +362,8 @@ class Pipeline:
             if permit is not None:
                 self._release(permit, sent_at, status, limits, failure, asked_wait)
         # Only a failure gets here.
+        if attempt_span is not None and status is not None:
+            attempt_span.end(status, failure)  # (before any await: cancellable)
         if verdict(failure) is Verdict.RETRY_SAFE and not call.maybe_processed:
             # Refused for sure (or never reached the API): nothing of it is
             # on the wire while a retry waits.
@@ -366,8 +373,6 @@ class Pipeline:
                 witness.written = False
             if hooked:
                 await _run_not_written()
-        if attempt_span is not None and status is not None:
-            attempt_span.end(status, failure)
         if isinstance(failure, RateLimitError):
             self._count("rate_limited", operation=operation.name)
         if verdict(failure) is Verdict.UNKNOWN:
@@ -567,6 +572,10 @@ class Pipeline:
     async def close(self) -> None:
         """Refuse new calls, abort those not on the wire, wait for the rest."""
         await self._calls.close()
+
+
+async def _refused_closed() -> Any:
+    raise ClientClosedError
 
 
 async def _run_not_written() -> None:

@@ -19,11 +19,13 @@ HTTP semantic conventions); instruments ``viber.client.*``.
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import attrs
 import httpx
@@ -69,6 +71,37 @@ __all__ = [
 ]
 
 SCOPE = "decisiontelecom_viber"
+
+logger = logging.getLogger("decisiontelecom_viber")
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def _guarded(default: Any = None) -> Callable[[Fn], Fn]:
+    """Wrap a telemetry function so that it never raises.
+
+    Telemetry never changes a call's outcome: an OpenTelemetry provider,
+    processor, exporter or propagator that raises is logged, and the call
+    goes on as if it were not there (*default* is returned).
+    """
+
+    def decorate(function: Fn) -> Fn:
+        @functools.wraps(function)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            except Exception:
+                logger.warning(
+                    "OpenTelemetry failed in %s; the call goes on without it",
+                    function.__qualname__,
+                    exc_info=True,
+                )
+                return default
+
+        return cast(Fn, guarded)
+
+    return decorate
+
 
 # Seconds: OpenTelemetry's advice for HTTP client durations, longer at the
 # top (a send waiting behind a campaign's rate limit).
@@ -151,21 +184,29 @@ class _Instruments:
                 yield observation(rate, live.client_attributes)
 
 
-_INSTRUMENTS: dict[int, tuple[Any, _Instruments]] = {}
+# The instruments of each meter provider given (dropped with the provider),
+# and of the global one.
+_INSTRUMENTS: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+_GLOBAL: list[_Instruments] = []
 _INSTRUMENTS_LOCK = threading.Lock()
 _CLIENT_NUMBERS = itertools.count(1)
 
 
 def _instruments_for(provider: Any) -> _Instruments:
     with _INSTRUMENTS_LOCK:
-        # (Keyed by identity; the provider is held, so the key stays its own.)
-        held = _INSTRUMENTS.get(id(provider))
+        held = _GLOBAL[0] if provider is None and _GLOBAL else None
+        if provider is not None:
+            held = _INSTRUMENTS.get(provider)
         if held is None:
             meter = otel_metrics.get_meter(
                 SCOPE, package_version(), meter_provider=provider
             )
-            held = _INSTRUMENTS[id(provider)] = (provider, _Instruments(meter))
-        return held[1]
+            held = _Instruments(meter)
+            if provider is None:
+                _GLOBAL.append(held)
+            else:
+                _INSTRUMENTS[provider] = held
+        return held
 
 
 def instrument(
@@ -176,6 +217,13 @@ def instrument(
         raise ConfigurationError("telemetry must be a Telemetry or None")
     if config is None or not AVAILABLE:
         return None
+    return _build(config, base_url, current_rate)
+
+
+@_guarded()
+def _build(
+    config: Telemetry, base_url: httpx.URL, current_rate: Callable[[], Any]
+) -> Instrumentation:
     return Instrumentation(config, base_url, current_rate)
 
 
@@ -204,6 +252,8 @@ class Instrumentation:
             SCOPE, package_version(), tracer_provider=config.tracer_provider
         )
         self.http_spans = config.http_spans
+        # (Not the client's: a dropped client must not stay alive, or
+        # observed, through its instrumentation.)
         self.current_rate = current_rate
         port = base_url.port or (443 if base_url.scheme == "https" else 80)
         self.http_attributes = {
@@ -219,6 +269,7 @@ class Instrumentation:
         self.instruments = _instruments_for(config.meter_provider)
         self.instruments.live.add(self)
 
+    @_guarded()
     def start_call(
         self, operation: str, attributes: Mapping[str, Any]
     ) -> CallSpan | None:
@@ -252,6 +303,15 @@ class Instrumentation:
         provider = self._meter_provider or otel_metrics.get_meter_provider()
         return not isinstance(provider, _SILENT_METER_PROVIDERS)
 
+    def count_retry(self, details: Any) -> None:
+        """A retry hook: count a retry scheduled (`RetryDetails`)."""
+        self.count("retries", 1, details.operation)
+
+    def retire(self) -> None:
+        """The client closed: its rate is no longer observed."""
+        self.instruments.live.discard(self)
+
+    @_guarded()
     def count(self, name: str, amount: float, operation: str) -> None:
         """Add to a counter, or record a limiter wait."""
         if not self._metering():
@@ -281,6 +341,7 @@ class CallSpan:
         self._token = token
         self.span = span
 
+    @_guarded()
     def start_attempt(
         self, request: httpx.Request, resend_count: int
     ) -> AttemptSpan | None:
@@ -317,16 +378,31 @@ class CallSpan:
         Called once, in the task that started the call.
         """
         if self._token is not None:
-            otel_context.detach(self._token)
+            _detach(self._token)
+        try:
+            self._measure(outcome, duration, message_type)
+        finally:
+            self._end_span(outcome, attempts, message_id, error)
+
+    @_guarded()
+    def _measure(self, outcome: str, duration: float, message_type: str | None) -> None:
         instruments = self._instrumentation.instruments
-        operation = self._operation
         if message_type is not None:
             instruments.messages.add(
                 1, {"viber.outcome": outcome, "viber.message_type": message_type}
             )
         instruments.duration.record(
-            duration, {"viber.operation": operation, "viber.outcome": outcome}
+            duration, {"viber.operation": self._operation, "viber.outcome": outcome}
         )
+
+    @_guarded()
+    def _end_span(
+        self,
+        outcome: str,
+        attempts: int,
+        message_id: int | None,
+        error: BaseException | None,
+    ) -> None:
         span = self.span
         if span.is_recording():
             span.set_attribute("viber.outcome", outcome)
@@ -348,6 +424,7 @@ class AttemptSpan:
     def __init__(self, span: Any) -> None:
         self.span = span
 
+    @_guarded()
     def end(self, status: int | None, error: BaseException | None) -> None:
         """End it with the status received, or the failure's class."""
         span = self.span
@@ -364,6 +441,11 @@ class AttemptSpan:
                 span.set_attribute("error.type", kind)
                 span.set_status(trace.StatusCode.ERROR, kind)
         span.end()
+
+
+@_guarded()
+def _detach(token: Any) -> None:
+    otel_context.detach(token)
 
 
 def type_label(code: MessageType) -> str:

@@ -35,6 +35,7 @@ from decisiontelecom_viber import (
     AsyncViberClient,
     InvalidParameterError,
     OutcomeUnknownError,
+    RateLimit,
     RetryPolicy,
     Telemetry,
     ViberClient,
@@ -591,3 +592,104 @@ def test_an_sdk_configured_after_the_client_is_made_is_used_from_then_on() -> No
     assert done.stdout.split("\n")[0] == (
         "['POST', 'viber.send_message'] [1] [False, True]"
     )
+
+
+class _Broken(Exception):
+    pass
+
+
+class _RaisingProcessor:
+    """An SDK span processor with a bug (the SDK does not catch its errors)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "start":
+            raise _Broken
+
+    def on_end(self, span: Any) -> None:
+        if self.where == "end":
+            raise _Broken
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+class _RaisingMeterProvider:
+    """A meter provider whose instruments all raise."""
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("create_"):
+            return lambda *args, **kwargs: self
+        raise _Broken
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        raise _Broken
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        raise _Broken
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+async def test_a_broken_sdk_never_changes_an_outcome(
+    server: raw.RawServer, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A span processor raising when spans start (or end), instruments raising
+    on every measurement: the message is sent, its ID returned, the client
+    closes (no call left behind), and the failures are logged.
+
+    (Found by an attack: a raising tracer left a call that hung ``aclose``;
+    one raising at the end turned a sent message into an exception.)
+    """
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(_RaisingProcessor(where))  # type: ignore[arg-type]
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, meter_provider=_RaisingMeterProvider()
+    )
+    async with AsyncViberClient(
+        KEY, base_url=server.base_url, rate_limit=None, telemetry=telemetry
+    ) as client:
+        assert await client.send_message(message()) == 4242
+        assert client.metrics.sent == 1
+    assert len(server.received) == 1
+    assert "OpenTelemetry failed" in caplog.text
+
+
+async def test_calls_after_aclose_are_counted_and_retries_agree(
+    otel: Otel, server: raw.RawServer
+) -> None:
+    """Items a stream starts after ``aclose`` fail (``ClientClosedError``):
+    the stream's summary, ``client.metrics``, the counter and the spans say
+    the same; ``viber.client.retries`` counts what ``client.metrics.retries``
+    counts; a closed client's rate is no longer observed."""
+    server.then(raw.respond(500, SERVER_ERROR))
+    client = AsyncViberClient(
+        KEY,
+        base_url=server.base_url,
+        rate_limit=RateLimit(rate=1000),
+        retry=FAST,
+        telemetry=otel.telemetry,
+    )
+    stream = client.send_messages(map(message, range(6)), concurrency=1)
+    async with stream:
+        async for result in stream:
+            if result.index == 1:
+                await client.aclose()
+    summary, metrics = stream.summary, client.metrics
+    assert summary.total == 6
+    assert summary.failed >= 3  # (what had not started when it closed)
+    assert dict(metrics.outcomes) == {**summary.outcomes, "unknown": 0}
+    for outcome in ("sent", "failed"):
+        counted = otel.total("viber.client.messages", **{"viber.outcome": outcome})
+        assert counted == summary.outcomes[outcome]
+    assert len(otel.spans("viber.send_message")) == 6
+    assert metrics.retries == 1
+    assert otel.total("viber.client.retries") == 1
+    assert otel.points("viber.client.limiter.rate") == []
