@@ -111,7 +111,19 @@ def run_script(script: str, name: str, url: str, n: int, *extra: str) -> Any:
 
     A failed run is ``{"client": name, "error": [its last stderr line]}``.
     """
-    output = subprocess.run(
+    try:
+        output = _run_script(script, name, url, n, *extra)
+    except subprocess.TimeoutExpired:
+        return {"client": name, "error": ["timed out after 600 s"]}
+    if output.returncode:
+        return {"client": name, "error": output.stderr.strip().splitlines()[-1:]}
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def _run_script(
+    script: str, name: str, url: str, n: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             str(HERE / script),
@@ -130,9 +142,6 @@ def run_script(script: str, name: str, url: str, n: int, *extra: str) -> Any:
         timeout=600,
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )
-    if output.returncode:
-        return {"client": name, "error": output.stderr.strip().splitlines()[-1:]}
-    return json.loads(output.stdout.strip().splitlines()[-1])
 
 
 def client_run(client: str, url: str, n: int, *extra: str) -> dict[str, Any]:
@@ -547,8 +556,20 @@ def main() -> None:
         help="where the SVG charts go (docs/images)",
     )
     parser.add_argument("--no-charts", action="store_true", help="draw no charts")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="measure nothing: tables and charts from a run's rows (its stderr)",
+    )
     args = parser.parse_args()
-    rows = measure(args.only, args.quick)
+    if args.replay:
+        rows = [
+            json.loads(line)
+            for line in args.replay.read_text().splitlines()
+            if line.startswith("{")
+        ]
+    else:
+        rows = measure(args.only, args.quick)
     if not args.no_charts:
         import charts  # (matplotlib: only when drawing)
 

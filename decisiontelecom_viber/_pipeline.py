@@ -252,7 +252,9 @@ class Pipeline:
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await self._acquire(None, priority, operation.name)
+                call.first_permit = await self._acquire(
+                    None, priority, operation.name, call
+                )
                 call.first_granted_at = started + call.first_permit.waited
             return await self._retrier.call(
                 lambda deadline: self._attempt(
@@ -308,7 +310,7 @@ class Pipeline:
         else:
             sent_at = clock.monotonic()
             if self._limiter is not None:
-                permit = await self._acquire(write_by, priority, operation.name)
+                permit = await self._acquire(write_by, priority, operation.name, call)
                 sent_at += permit.waited
         hooked = False
         attempt_span: AttemptSpan | None = None
@@ -329,7 +331,7 @@ class Pipeline:
             )
             hooked = await _run_before_write()
             call.attempts += 1
-            self._count("attempts", operation=operation.name)
+            self._count("attempts", operation=operation.name, call=call)
             attempt_span = (
                 None
                 if call.span is None
@@ -374,7 +376,7 @@ class Pipeline:
             if hooked:
                 await _run_not_written()
         if isinstance(failure, RateLimitError):
-            self._count("rate_limited", operation=operation.name)
+            self._count("rate_limited", operation=operation.name, call=call)
         if verdict(failure) is Verdict.UNKNOWN:
             call.maybe_processed = True
         self._credentials.scrub_error(failure)
@@ -431,7 +433,7 @@ class Pipeline:
         raise OutcomeUnknownError(_DEADLINE_PASSED)
 
     async def _acquire(
-        self, deadline: float | None, priority: Priority, operation: str
+        self, deadline: float | None, priority: Priority, operation: str, call: Call
     ) -> Permit:
         """A permit; the limiter's own failure is a `LimiterError` (never sent)."""
         limiter = self._limiter
@@ -452,7 +454,7 @@ class Pipeline:
         if waited:
             self._count("limiter_waits")
             self._count("limiter_wait", waited)
-        if self._telemetry is not None:
+        if call.span is not None:
             self._count_otel("limiter_wait", waited, operation)
         return permit
 
@@ -523,13 +525,19 @@ class Pipeline:
             )
 
     def _count(
-        self, counter: str, amount: float = 1, *, operation: str | None = None
+        self,
+        counter: str,
+        amount: float = 1,
+        *,
+        operation: str | None = None,
+        call: Call | None = None,
     ) -> None:
         context = worker.get()
         for tally in (self._tally, context.tally if context else None):
             if tally is not None:
                 setattr(tally, counter, getattr(tally, counter) + amount)
-        if operation is not None:
+        if operation is not None and call is not None and call.span is not None:
+            # (No span: no SDK is configured, nothing would be recorded.)
             self._count_otel(counter, amount, operation)
 
     def _count_otel(self, counter: str, amount: float, operation: str) -> None:

@@ -235,6 +235,7 @@ class Instrumentation:
         "_call_attributes",
         "_meter_provider",
         "_tracer_provider",
+        "_urls",
         "client_attributes",
         "current_rate",
         "http_attributes",
@@ -252,6 +253,7 @@ class Instrumentation:
             SCOPE, package_version(), tracer_provider=config.tracer_provider
         )
         self.http_spans = config.http_spans
+        self._urls: dict[str, str] = {}
         # (Not the client's: a dropped client must not stay alive, or
         # observed, through its instrumentation.)
         self.current_rate = current_rate
@@ -303,19 +305,28 @@ class Instrumentation:
         provider = self._meter_provider or otel_metrics.get_meter_provider()
         return not isinstance(provider, _SILENT_METER_PROVIDERS)
 
-    def count_retry(self, details: Any) -> None:
-        """A retry hook: count a retry scheduled (`RetryDetails`)."""
-        self.count("retries", 1, details.operation)
-
     def retire(self) -> None:
         """The client closed: its rate is no longer observed."""
         self.instruments.live.discard(self)
 
+    def url_full(self, url: httpx.URL) -> str:
+        """*url* without credentials, query or fragment (parsed once per URL)."""
+        key = str(url)
+        clean = self._urls.get(key)
+        if clean is None:
+            clean = str(url.copy_with(query=None, fragment=None, userinfo=b""))
+            if len(self._urls) < 16:  # (a client's few endpoints)
+                self._urls[key] = clean
+        return clean
+
+    def count_retry(self, details: Any) -> None:
+        """A retry hook: count a retry scheduled (`RetryDetails`)."""
+        if self._metering():
+            self.count("retries", 1, details.operation)
+
     @_guarded()
     def count(self, name: str, amount: float, operation: str) -> None:
-        """Add to a counter, or record a limiter wait."""
-        if not self._metering():
-            return
+        """Add to a counter, or record a limiter wait (for a traced call)."""
         instruments = self.instruments
         attributes = {"viber.operation": operation}
         if name == "attempts":
@@ -350,10 +361,9 @@ class CallSpan:
         if not instrumentation.http_spans or self._token is None:
             return None  # (not tracing)
         parent = trace.set_span_in_context(self.span)
-        url = request.url.copy_with(query=None, fragment=None, userinfo=b"")
         attributes: dict[str, Any] = {
             **instrumentation.http_attributes,
-            "url.full": str(url),
+            "url.full": instrumentation.url_full(request.url),
         }
         if resend_count:
             attributes["http.request.resend_count"] = resend_count
