@@ -172,6 +172,7 @@ def telemetry_run(url: str, n: int, rounds: int = 3) -> list[dict[str, Any]]:
             )  # fmt: skip
             for key in ("n", "elapsed", "cpu", "accepted"):
                 row[key] += got[key]
+            row["peak_rss_mb"] = max(row["peak_rss_mb"], got["peak_rss_mb"])
     return list(totals.values())
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -73,6 +74,7 @@ async def run(url: str, key: str, n: int, options: dict[str, Any]) -> dict[str, 
             "elapsed": time.perf_counter() - start,
             "cpu": time.process_time() - cpu,
             "accepted": accepted,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 
 
