@@ -222,8 +222,10 @@ async def test_a_stalled_server_is_not_sent_a_whole_concurrency() -> None:
             await consuming
 
     assert 100 == sum(results)
-    # 10 + ceil(99/s x (2 x RTT + 20 ms)): 13 on loopback; 22 even at a 40 ms RTT.
-    assert held <= 22
+    # 10 + ceil(99/s x (2 x RTT + 20 ms)): 13 on loopback, 22 at a 40 ms RTT;
+    # a loaded CI machine measured RTTs near 120 ms (35). Without the cap:
+    # ~60, the whole stall's pace.
+    assert held <= 42
 
 
 class CountingLimiter(AdaptiveLimiter):
