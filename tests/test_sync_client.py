@@ -572,9 +572,14 @@ class TestStreamsUnderStress:
             holder.append(results)
             got = list(results)
             left = results.unconsumed
-        reported = len(got) + len(left)
-        assert 5 <= reported < 2000
-        assert reported == len(sandbox.sandbox.messages())
+        reported = got + left
+        assert 5 <= len(reported) < 2000
+        sent = [r for r in reported if r.outcome is SendOutcome.SENT]
+        assert len(sent) == len(sandbox.sandbox.messages())
+        # The rest were stopped before their request was written (a worker
+        # past the limiter as the stream closed: one CI run caught one).
+        others = [r for r in reported if r.outcome is not SendOutcome.SENT]
+        assert all(isinstance(r.error, ClientClosedError) for r in others)
 
     def test_a_blocked_input_does_not_hold_up_closing(self, raw: RawServer) -> None:
         """An iterator blocked forever: the stream and the client still close."""
