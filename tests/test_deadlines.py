@@ -219,4 +219,6 @@ async def test_status_lookups_retry_read_timeouts_within_the_deadline(
 
     assert 0.8 <= watch.elapsed <= 1.0 + SLACK
     lookups = viber_sandbox.sandbox.stats.outcomes["status"]
-    assert 3 <= lookups < 20
+    # Retried (about 4 on an idle machine; a loaded CI machine, each retry
+    # on a new connection, fitted 2 in the second), and never past it.
+    assert 2 <= lookups < 20
