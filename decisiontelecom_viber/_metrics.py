@@ -114,8 +114,30 @@ class LatencyHistogram:
         return self.max  # pragma: no cover - the loop ends at the last count
 
 
+class _Outcomes:
+    """``sent``, ``failed`` and ``unknown``, read from ``outcomes``."""
+
+    __slots__ = ()
+    outcomes: Mapping[str, int]
+
+    @property
+    def sent(self) -> int:
+        """Messages the API accepted."""
+        return self.outcomes.get("sent", 0)
+
+    @property
+    def failed(self) -> int:
+        """Sends (or items) that definitely failed: nothing was sent."""
+        return self.outcomes.get("failed", 0)
+
+    @property
+    def unknown(self) -> int:
+        """Messages that may or may not have been sent."""
+        return self.outcomes.get("unknown", 0)
+
+
 @attrs.frozen
-class ClientMetrics:
+class ClientMetrics(_Outcomes):
     """A snapshot of a client's counters since it was created.
 
     Attributes:
@@ -143,24 +165,9 @@ class ClientMetrics:
     outcomes: Mapping[str, int] = attrs.field(factory=dict)
     send_latency: LatencyHistogram | None = None
 
-    @property
-    def sent(self) -> int:
-        """Messages the API accepted."""
-        return self.outcomes.get("sent", 0)
-
-    @property
-    def failed(self) -> int:
-        """Sends that definitely failed (nothing was sent)."""
-        return self.outcomes.get("failed", 0)
-
-    @property
-    def unknown(self) -> int:
-        """Sends that may or may not have been sent."""
-        return self.outcomes.get("unknown", 0)
-
 
 @attrs.frozen
-class BulkSummary:
+class BulkSummary(_Outcomes):
     """Where a bulk call stands (final once ``done``).
 
     Attributes:
@@ -185,21 +192,6 @@ class BulkSummary:
     limiter_wait: float
     elapsed: float
     done: bool
-
-    @property
-    def sent(self) -> int:
-        """Messages the API accepted."""
-        return self.outcomes.get("sent", 0)
-
-    @property
-    def failed(self) -> int:
-        """Items that definitely failed."""
-        return self.outcomes.get("failed", 0)
-
-    @property
-    def unknown(self) -> int:
-        """Messages that may or may not have been sent."""
-        return self.outcomes.get("unknown", 0)
 
     @property
     def rate(self) -> float:

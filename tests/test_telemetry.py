@@ -115,6 +115,19 @@ def message(n: int = 0) -> ViberMessage:
     )
 
 
+def first_line_of(script: str) -> str:
+    """Run *script* in a fresh interpreter (warnings as errors); its first line."""
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")[0]
+
+
 def traceparent_of(span: ReadableSpan) -> str:
     """The header's version, trace and parent IDs (its flags may vary)."""
     context = span.get_span_context()
@@ -496,15 +509,7 @@ def test_without_opentelemetry_installed_the_client_sends_and_records_its_own_me
                   [r.traceparent for r in api.sandbox.requests()])
         """
     )
-    done = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == "False 1 [None]"
+    assert first_line_of(script) == "False 1 [None]"
 
 
 def test_telemetry_must_be_a_telemetry() -> None:
@@ -582,17 +587,7 @@ def test_an_sdk_configured_after_the_client_is_made_is_used_from_then_on() -> No
             print(spans, sent, parents)
         """
     )
-    done = subprocess.run(  # noqa: S603 - fixed arguments
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == (
-        "['POST', 'viber.send_message'] [1] [False, True]"
-    )
+    assert first_line_of(script) == ("['POST', 'viber.send_message'] [1] [False, True]")
 
 
 class _Broken(Exception):
