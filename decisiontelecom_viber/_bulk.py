@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from ._calls import abort
+from ._checks import is_int, is_number
 from ._clock import Clock
 from ._context import WorkerContext, worker
 from ._errors import ValidationError
@@ -45,18 +46,14 @@ Result = TypeVar("Result")
 
 def check_interval(interval: object) -> float:
     """Return *interval* if it is a number >= 0, else raise `ValidationError`."""
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not interval >= 0
-    ):
+    if not is_number(interval) or not interval >= 0:
         raise ValidationError("progress_interval", "must be a number >= 0")
     return float(interval)
 
 
 def check_concurrency(concurrency: object) -> int:
     """Return *concurrency* if it is a positive int, else raise `ValidationError`."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+    if not is_int(concurrency):
         raise ValidationError("concurrency", "must be an integer")
     if concurrency < 1:
         raise ValidationError("concurrency", "must be at least 1")

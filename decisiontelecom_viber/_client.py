@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import httpx
 
 from ._bulk import ProgressCallback, ResultStream
+from ._checks import check_count
 from ._clock import Clock, SystemClock
 from ._constants import (
     BASE_URL_ENV,
@@ -675,8 +676,7 @@ def _rate_reader(limiter: Limiter | None) -> Callable[[], float | None]:
 
 def check_max_connections(value: object) -> None:
     """Raise `ConfigurationError` unless *value* is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError("max_connections must be an int >= 1")
+    check_count("max_connections", value)
 
 
 class _OnWrite:

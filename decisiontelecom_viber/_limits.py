@@ -9,10 +9,11 @@ the default implementation, the Redis one shares a limit between processes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
+from ._checks import count_field, optional_positive_field
 from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError
 
@@ -42,14 +43,8 @@ def check_priority(priority: object) -> Priority:
     raise ConfigurationError('priority must be "high" or "normal"')
 
 
-def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and value > 0):
-        raise ConfigurationError(f"RateLimit.{attribute.name} must be > 0 or None")
-
-
-def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"RateLimit.{attribute.name} must be an int >= 1")
+_positive_or_none = optional_positive_field("RateLimit")
+_at_least_one = count_field("RateLimit")
 
 
 @attrs.frozen(kw_only=True)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ._cancel import timeout_at
+from ._checks import is_number
 from ._clock import Clock
 from ._errors import StatusTimeoutError, ValidationError
 from ._models import MessageReceipt
@@ -41,9 +42,7 @@ async def poll_until_final(
         ("poll_max", poll_max),
     ):
         given: object = value  # callers may pass anything at run time
-        if isinstance(given, bool) or not isinstance(given, (int, float)):
-            raise ValidationError(name, "must be a number > 0")
-        if not given > 0:
+        if not is_number(given) or not given > 0:
             raise ValidationError(name, "must be a number > 0")
     done = until if until is not None else _is_final
     deadline = clock.monotonic() + timeout

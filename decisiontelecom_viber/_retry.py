@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 import attrs
 import tenacity as _t
 
+from ._checks import count_field, is_number, optional_positive_field, positive_field
 from ._clock import Clock
 from ._context import worker
 from ._errors import ConfigurationError, RateLimitError, ViberError
@@ -53,25 +54,13 @@ logger = logging.getLogger("decisiontelecom_viber")
 T = TypeVar("T")
 
 
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be > 0")
-
-
-def _optional_positive(
-    _: object, attribute: attrs.Attribute[Any], value: float | None
-) -> None:
-    if value is not None and not value > 0:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be > 0 or None")
-
-
-def _at_least_one(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"RetryPolicy.{attribute.name} must be an int >= 1")
+_positive = positive_field("RetryPolicy")
+_optional_positive = optional_positive_field("RetryPolicy")
+_at_least_one = count_field("RetryPolicy")
 
 
 def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value <= 1:
+    if not is_number(value) or not 0 <= value <= 1:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be in [0, 1]")
 
 
