@@ -199,7 +199,6 @@ class Retrier:
         policy: The policy, or None to never retry.
         clock: Where time is read and waits happen.
         hooks: Called before each retry, after the retry is logged.
-        rand: Source of jitter, a callable returning floats in [0, 1).
     """
 
     __slots__ = (
@@ -208,7 +207,6 @@ class Retrier:
         "_hooks",
         "_paced",
         "_policy",
-        "_rand",
         "_tally",
     )
 
@@ -218,7 +216,6 @@ class Retrier:
         clock: Clock,
         *,
         hooks: Sequence[RetryHook] = (),
-        rand: Callable[[], float] = random.random,
         paced: bool = False,
         tally: Tally | None = None,
     ) -> None:
@@ -226,7 +223,6 @@ class Retrier:
         self._attempts = self._policy.attempts
         self._clock = clock
         self._hooks = tuple(hooks)
-        self._rand = rand
         self._paced = paced
         self._tally = tally
 
@@ -309,7 +305,9 @@ class Retrier:
                 _failure(state),
                 state.attempt_number,
                 policy,
-                self._rand(),
+                # Jitter is the one thing not injected: the decisions that
+                # use it (`retry_delay`) take it as an argument instead.
+                random.random(),  # noqa: S311 - jitter, not cryptography
                 paced=self._paced,
             )
 
