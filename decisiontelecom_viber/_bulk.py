@@ -34,7 +34,10 @@ from ._errors import ValidationError
 from ._metrics import BulkSummary, Tally
 
 
-__all__ = ["ProgressCallback", "ResultStream", "check_concurrency"]
+__all__ = [
+    "ProgressCallback",
+    "ResultStream",
+]
 
 logger = logging.getLogger("decisiontelecom_viber")
 

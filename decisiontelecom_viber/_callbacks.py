@@ -39,6 +39,7 @@ from ._models import MessageReceipt
 
 
 __all__ = [
+    "DEFAULT_MAX_CALLBACK_BYTES",
     "CallbackEvent",
     "IncomingMessage",
     "StatusCallback",

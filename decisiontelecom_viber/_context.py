@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "BeforeWrite",
     "WireWitness",
     "WorkerContext",
     "before_write",

@@ -61,6 +61,7 @@ __all__ = [
     "UnexpectedResponseError",
     "ValidationError",
     "ViberError",
+    "WriteRefusedError",
 ]
 
 

@@ -21,7 +21,9 @@ from ._limits import Priority
 from ._waiters import WaitQueue
 
 
-__all__ = ["Gate", "Schedule"]
+__all__ = [
+    "Gate",
+]
 
 
 class Schedule(Protocol):

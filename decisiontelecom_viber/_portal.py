@@ -31,7 +31,13 @@ from typing import Any, Generic, TypeVar
 from ._errors import ClientClosedError, ConfigurationError
 
 
-__all__ = ["LEFT_BEHIND", "End", "Handoff", "Portal", "Returned", "forked"]
+__all__ = [
+    "LEFT_BEHIND",
+    "End",
+    "Handoff",
+    "Portal",
+    "Returned",
+]
 
 T = TypeVar("T")
 Item = TypeVar("Item")

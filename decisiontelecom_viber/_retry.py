@@ -40,7 +40,6 @@ __all__ = [
     "backoff_delay",
     "retry_delay",
     "should_retry",
-    "write_by",
 ]
 
 # A request is written only if this share of the call's deadline (at most

@@ -39,7 +39,17 @@ from ._models import ViberMessage
 from ._validation import check_http_url
 
 
-__all__ = ["CallbackSigner", "signed_callback_url", "verify_callback_token"]
+__all__ = [
+    "DEFAULT_TOKEN_PARAM",
+    "REFERENCE_PARAM",
+    "CallbackSigner",
+    "SecretLike",
+    "normalise_secrets",
+    "query_pairs",
+    "signed_callback_url",
+    "token_matches",
+    "verify_callback_token",
+]
 
 REFERENCE_PARAM = "ref"
 DEFAULT_TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret

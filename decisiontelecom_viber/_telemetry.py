@@ -59,7 +59,6 @@ else:
         _SILENT_METER_PROVIDERS += (_ProxyMeterProvider,)
 
 __all__ = [
-    "AVAILABLE",
     "DURATION_BOUNDS",
     "AttemptSpan",
     "CallSpan",

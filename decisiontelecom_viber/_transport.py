@@ -41,7 +41,6 @@ from ._errors import (
 
 __all__ = [
     "TRANSLATED_ERRORS",
-    "WireSignal",
     "build_default_transport",
     "environment_proxy",
     "never_sent",

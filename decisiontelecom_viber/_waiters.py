@@ -19,7 +19,9 @@ from typing import Generic, TypeVar
 from ._limits import Priority
 
 
-__all__ = ["WaitQueue", "Waiter"]
+__all__ = [
+    "WaitQueue",
+]
 
 Grant = TypeVar("Grant")
 

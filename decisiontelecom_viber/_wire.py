@@ -47,7 +47,6 @@ __all__ = [
     "decode_status_response",
     "encode_json",
     "encode_message",
-    "error_class",
     "error_from_response",
     "retry_after_from_headers",
     "retry_after_header",
