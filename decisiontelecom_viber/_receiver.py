@@ -21,11 +21,12 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
 import attrs
 
+from ._asgi import Receive, Scope, Send, serve_lifespan
 from ._callbacks import (
     DEFAULT_MAX_CALLBACK_BYTES,
     CallbackEvent,
@@ -48,11 +49,6 @@ from ._signing import (
 __all__ = ["CallbackReceiver", "MessageHandler", "ReceiverStats", "StatusHandler"]
 
 logger = logging.getLogger("decisiontelecom_viber")
-
-Scope: TypeAlias = MutableMapping[str, Any]
-ASGIMessage: TypeAlias = MutableMapping[str, Any]
-Receive: TypeAlias = Callable[[], Awaitable[ASGIMessage]]
-Send: TypeAlias = Callable[[ASGIMessage], Awaitable[None]]
 
 StatusHandler: TypeAlias = Callable[[StatusCallback], Awaitable[object]]
 """An async callable that takes a `StatusCallback`."""
@@ -238,7 +234,7 @@ class CallbackReceiver:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await serve_lifespan(receive, send)  # nothing to start or stop
         elif kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008})
@@ -390,15 +386,3 @@ async def _respond(
         headers.append((b"allow", b"POST"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Nothing to start or stop; answering lets `uvicorn module:receiver`
-    # run with its default lifespan="auto" without a warning.
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -15,80 +15,54 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._state import CallbackRecord, RequestRecord, SandboxState, SandboxStats
+from .._asgi import Send
+from ._http import respond
 
 
 if TYPE_CHECKING:
-    from .._enums import MessageStatus, SmsStatus
-    from ._config import SandboxConfig
-    from ._state import AcceptedMessage
+    from ._app import Sandbox
 
 
-__all__ = ["AdminMixin"]
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = ["Admin"]
 
 
-class AdminMixin:
-    """Read-only views of the state, and the ``/__sandbox/`` endpoints."""
+class Admin:
+    """The ``/__sandbox/`` endpoints of a sandbox, and its state as JSON.
 
-    _state: SandboxState
+    Works through the sandbox's public methods only, so the endpoints do
+    exactly what a test calling those methods does.
 
-    if TYPE_CHECKING:
+    Args:
+        sandbox: The sandbox inspected and steered.
+    """
 
-        @property
-        def config(self) -> SandboxConfig: ...
-        def configure(self, **changes: Any) -> SandboxConfig: ...
-        def reset(self, config: SandboxConfig | None = None) -> None: ...
-        def api_time(self) -> float: ...
-        def advance(self, seconds: float) -> None: ...
-        def messages(self) -> list[AcceptedMessage]: ...
-        def simulate_reply(self, message_id: int, text: str | None = None) -> None: ...
-        def status_of(
-            self, message_id: int
-        ) -> tuple[MessageStatus, SmsStatus | None]: ...
+    __slots__ = ("_sandbox",)
 
-    @property
-    def stats(self) -> SandboxStats:
-        """Counters since the last reset."""
-        return self._state.stats()
-
-    def requests(self) -> list[RequestRecord]:
-        """Every recorded request, in order of arrival."""
-        with self._state.lock:
-            return list(self._state.requests)
-
-    def callbacks(self) -> list[CallbackRecord]:
-        """Every callback delivery attempt, in order."""
-        with self._state.lock:
-            return list(self._state.callbacks)
-
-    def accepted_ids(self) -> set[int]:
-        """IDs of every accepted message."""
-        with self._state.lock:
-            return set(self._state.messages)
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
 
     def state_json(self) -> dict[str, Any]:
         """Config, counters and API time, as JSON-ready data."""
-        stats = attrs.asdict(self.stats)
-        stats["faults"] = self.stats.faults
-        stats["rate_limited"] = self.stats.rate_limited
+        sandbox = self._sandbox
+        counters = sandbox.stats  # one snapshot, so that the three views agree
+        stats = attrs.asdict(counters)
+        stats["faults"] = counters.faults
+        stats["rate_limited"] = counters.rate_limited
         return {
-            "config": self.config.to_dict(),
+            "config": sandbox.config.to_dict(),
             "stats": stats,
-            "api_time": self.api_time(),
+            "api_time": sandbox.api_time(),
         }
 
     def messages_json(self) -> list[dict[str, Any]]:
         """Accepted messages with their statuses now, as JSON-ready data."""
-        now = self.api_time()
+        now = self._sandbox.api_time()
         rows = []
-        for message in self.messages():
+        for message in self._sandbox.messages():
             status, sms_status = message.status_at(now)
             rows.append(
                 {
@@ -104,13 +78,11 @@ class AdminMixin:
             )
         return rows
 
-    async def handle_admin(
-        self, method: str, path: str, body: bytes, send: Send
-    ) -> None:
+    async def handle(self, method: str, path: str, body: bytes, send: Send) -> None:
         """Answer a ``/__sandbox/`` request."""
         try:
             data = json.loads(body) if body.strip() else {}
-            result = self._admin(method, path.removeprefix("/__sandbox/"), data)
+            result = self._endpoint(method, path.removeprefix("/__sandbox/"), data)
         except LookupError as error:
             await _reply(send, 404, {"error": str(error)})
         except (ValueError, TypeError) as error:
@@ -118,44 +90,36 @@ class AdminMixin:
         else:
             await _reply(send, 200, result)
 
-    def _admin(self, method: str, name: str, data: Any) -> Any:
+    def _endpoint(self, method: str, name: str, data: Any) -> Any:
+        sandbox = self._sandbox
         if method == "GET" and name == "state":
             return self.state_json()
         if method == "GET" and name == "messages":
             return self.messages_json()
         if method == "GET" and name == "requests":
-            return [attrs.asdict(r) for r in self.requests()]
+            return [attrs.asdict(r) for r in sandbox.requests()]
         if method == "GET" and name == "callbacks":
             return [
-                {**attrs.asdict(c), "delivered": c.delivered} for c in self.callbacks()
+                {**attrs.asdict(c), "delivered": c.delivered}
+                for c in sandbox.callbacks()
             ]
         if method == "POST" and name == "reset":
-            self.reset(self.config.replace(**data) if data else None)
+            sandbox.reset(sandbox.config.replace(**data) if data else None)
             return self.state_json()
         if method == "POST" and name == "config":
             if not isinstance(data, dict):
                 raise TypeError("expected a JSON object of knobs")
-            self.configure(**data)
+            sandbox.configure(**data)
             return self.state_json()
         if method == "POST" and name == "advance":
-            self.advance(float(data["seconds"]))
+            sandbox.advance(float(data["seconds"]))
             return self.state_json()
         if method == "POST" and name == "reply":
-            self.simulate_reply(int(data["message_id"]), data.get("text"))
+            sandbox.simulate_reply(int(data["message_id"]), data.get("text"))
             return {"scheduled": True}
         raise LookupError(f"no sandbox endpoint {method} /__sandbox/{name}")
 
 
 async def _reply(send: Send, status: int, payload: Any) -> None:
     body = json.dumps(payload, default=str).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, body, {}, content_type=b"application/json")

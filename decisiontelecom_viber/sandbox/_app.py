@@ -2,7 +2,8 @@
 
 Plain ASGI rather than a framework, for speed and because breaking a
 connection needs uvicorn's own ``send`` callable (see `_http`), which
-framework middleware would wrap.
+framework middleware would wrap. Every API answer goes through
+`Sandbox._answer`: record the request, wait out its latency, send.
 """
 
 from __future__ import annotations
@@ -15,40 +16,42 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import attrs
+
+from .._asgi import Receive, Scope, Send, serve_lifespan
 from .._enums import MessageStatus, SmsStatus
-from ._admin import AdminMixin
-from ._buckets import answer_headers, make_bucket
+from ._admin import Admin
 from ._config import SandboxConfig
 from ._faults import FAULT_STATUS, pick_fault, sample_latency
 from ._http import (
-    ERROR_BODIES,
-    HTML_502,
     Dropped,
-    Receive,
-    Scope,
-    Send,
+    ReplyFor,
     auth_table,
-    drop,
-    invalid_parameter,
+    authenticate,
+    error_reply,
+    fault_reply,
+    header,
+    invalid_reply,
+    ok_reply,
     read_body,
-    respond,
-    to_json,
-    truncated,
+    recorded_status,
+    send_reply,
 )
-from ._lifecycle import plan_timeline
 from ._requests import SandboxValidationError, normalise_send, parse_message_id
-from ._scheduler import CallbackJob, CallbackScheduler, reply_job, status_jobs
-from ._state import AcceptedMessage, SandboxState
+from ._scheduler import Callbacks
+from ._state import (
+    AcceptedMessage,
+    CallbackRecord,
+    RequestRecord,
+    SandboxState,
+    SandboxStats,
+)
 
 
-__all__ = ["Sandbox"]
+__all__ = ["API_PREFIX", "Sandbox"]
 
 
 API_PREFIX = "/v1/api"
-
-
-# What the vendor profile answers with HTTP 200 (see SandboxConfig.profile).
-_BUSINESS_ERRORS = frozenset({"rate_limited", "no_balance"})
 
 # The traceparent of the request being answered (each request is a task).
 _traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -56,14 +59,26 @@ _traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
+@attrs.frozen
+class _Call:
+    """An API request being answered: where the answer goes, and when.
+
+    Attributes:
+        send: The connection's ``send``.
+        path: The request path.
+        delay: Seconds to wait before answering; None answers at once.
+        key: The access key, once authenticated.
+        headers: The rate-limit headers, once the request is counted.
+    """
+
+    send: Send
+    path: str
+    delay: float | None
+    key: str | None = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
-class Sandbox(AdminMixin):
+class Sandbox:
     """The fake API: an ASGI app with recorded state.
 
     Serve it with `serve_sandbox` (uvicorn on loopback), mount it in any ASGI
@@ -89,10 +104,12 @@ class Sandbox(AdminMixin):
         self._epoch = time.monotonic()
         self._api_offset = 0.0
         self._auth = auth_table(self._config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._scheduler: CallbackScheduler | None = None
+        self._callbacks = Callbacks(
+            self._state, self.api_time, lambda: self._config, lambda: self._rng
+        )
+        self._admin = Admin(self)
 
-    # -- configuration and state -------------------------------------------
+    # -- configuration and time ----------------------------------------------
 
     @property
     def config(self) -> SandboxConfig:
@@ -123,7 +140,7 @@ class Sandbox(AdminMixin):
             else:
                 self._api_offset = now  # a new time scale must not jump the clock
             self._epoch = time.monotonic()
-        self._wake_scheduler()
+        self._callbacks.wake()
         return config
 
     def api_time(self) -> float:
@@ -137,7 +154,29 @@ class Sandbox(AdminMixin):
             raise ValueError("API time only moves forward")
         with self._state.lock:
             self._api_offset += seconds
-        self._wake_scheduler()
+        self._callbacks.wake()
+
+    # -- what it saw (copies: the serving thread goes on changing the state) --
+
+    @property
+    def stats(self) -> SandboxStats:
+        """Counters since the last reset."""
+        return self._state.stats()
+
+    def requests(self) -> list[RequestRecord]:
+        """Every recorded request, in order of arrival."""
+        with self._state.lock:
+            return list(self._state.requests)
+
+    def callbacks(self) -> list[CallbackRecord]:
+        """Every callback delivery attempt, in order."""
+        with self._state.lock:
+            return list(self._state.callbacks)
+
+    def accepted_ids(self) -> set[int]:
+        """IDs of every accepted message."""
+        with self._state.lock:
+            return set(self._state.messages)
 
     def messages(self) -> list[AcceptedMessage]:
         """Every accepted message, in order of acceptance."""
@@ -153,6 +192,16 @@ class Sandbox(AdminMixin):
         """The Viber and SMS statuses of a message now."""
         return self.message(message_id).status_at(self.api_time())
 
+    def state_json(self) -> dict[str, Any]:
+        """Config, counters and API time, as JSON-ready data."""
+        return self._admin.state_json()
+
+    def messages_json(self) -> list[dict[str, Any]]:
+        """Accepted messages with their statuses now, as JSON-ready data."""
+        return self._admin.messages_json()
+
+    # -- steering ---------------------------------------------------------------
+
     def simulate_reply(self, message_id: int, text: str | None = None) -> None:
         """Make the recipient of a message reply now (POSTed to its callback URL).
 
@@ -166,29 +215,24 @@ class Sandbox(AdminMixin):
         url = message.payload.get("callback_url")
         if not url:
             raise ValueError(f"message {message_id} has no callback_url")
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the sandbox has not served any request yet")
         reply = text if text is not None else self._config.reply_text
-        job = self._reply_job(message, str(url), reply)
-        loop.call_soon_threadsafe(self._schedule, self.api_time(), job)
+        self._callbacks.reply_now(message, str(url), reply)
 
     async def aclose(self) -> None:
         """Stop delivering callbacks (call on the loop that served requests)."""
-        if self._scheduler is not None:
-            await self._scheduler.aclose()
-            self._scheduler = None
+        await self._callbacks.aclose()
 
     # -- ASGI ----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection (``http`` or ``lifespan``; others are ignored)."""
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send, on_shutdown=self.aclose)
             return
         if scope["type"] != "http":
             return
-        if self._scheduler is None:
-            self._start_scheduler()
+        if not self._callbacks.started:
+            self._callbacks.start()
         path: str = scope["path"]
         body = await read_body(receive)
         try:
@@ -199,98 +243,80 @@ class Sandbox(AdminMixin):
             elif scope["method"] == "POST" and path == f"{API_PREFIX}/receive-viber":
                 await self._api(scope, body, send, sending=False)
             else:
-                self._record(path, None, "not_found", 404, None, None)
-                await self._error(send, "not_found", {})
+                # Not an API endpoint: answered at once, with no latency.
+                call = _Call(send, path, None)
+                await self._answer(call, "not_found", 404, error_reply("not_found"))
         except Dropped:
             pass
+
+    async def handle_admin(
+        self, method: str, path: str, body: bytes, send: Send
+    ) -> None:
+        """Answer a ``/__sandbox/`` request (see `Admin`)."""
+        await self._admin.handle(method, path, body, send)
 
     async def _api(
         self, scope: Scope, raw: bytes, send: Send, *, sending: bool
     ) -> None:
         config = self._config
-        path = scope["path"]
-        _traceparent.set(_header(scope, b"traceparent"))  # (this request's task)
-        delay = self._latency(config)
-        key = self._authenticate(scope)
+        _traceparent.set(header(scope, b"traceparent"))  # (this request's task)
+        call = _Call(send, scope["path"], self._latency(config))
+        key = authenticate(self._auth, scope)
         if key is None:
-            self._record(path, None, "unauthorized", 401, None, None)
-            await asyncio.sleep(delay)
-            await self._error(send, "unauthorized", {})
+            await self._answer(call, "unauthorized", 401, error_reply("unauthorized"))
             return
-        headers, allowed = self._rate_limit(key, config)
+        headers, allowed = self._state.rate_limit(key, config, self._wall_clock)
+        call = attrs.evolve(call, key=key, headers=headers)
         if not allowed:
-            self._record(path, key, "rate_limited", 429, None, None)
-            await asyncio.sleep(delay)
-            await self._error(send, "rate_limited", headers)
+            await self._answer(call, "rate_limited", 429, error_reply("rate_limited"))
             return
         fault = pick_fault(config, self._rng)
         if fault in FAULT_STATUS:
-            self._record(path, key, fault, FAULT_STATUS[fault], None, None)
-            await asyncio.sleep(delay)
-            await self._fault(send, fault, headers)
+            await self._answer(call, fault, FAULT_STATUS[fault], fault_reply(fault))
             return
         try:
             payload = json.loads(raw)
         except ValueError:
-            self._record(path, key, "invalid", 400, None, None)
-            await asyncio.sleep(delay)
-            await self._error(send, "bad_json", headers)
+            await self._answer(call, "invalid", 400, error_reply("bad_json"))
             return
         if sending:
-            await self._send_viber(send, path, key, payload, headers, fault, delay)
+            await self._send_viber(call, key, payload, fault)
         else:
-            await self._receive_viber(send, path, key, payload, headers, delay)
+            await self._receive_viber(call, payload)
 
     async def _send_viber(
-        self,
-        send: Send,
-        path: str,
-        key: str,
-        payload: Any,
-        headers: dict[str, str],
-        fault: str | None,
-        delay: float,
+        self, call: _Call, key: str, payload: Any, fault: str | None
     ) -> None:
         try:
             message, notes = normalise_send(payload)
         except SandboxValidationError as error:
-            self._record(path, key, "invalid", 400, None, payload)
-            await asyncio.sleep(delay)
-            await self._invalid(send, error.field, headers)
+            invalid = invalid_reply(error.field)
+            await self._answer(call, "invalid", 400, invalid, payload=payload)
             return
         accepted = self._accept(key, message)
         if accepted is None:
-            self._record(path, key, "no_balance", 402, None, payload)
-            await asyncio.sleep(delay)
-            await self._error(send, "no_balance", headers)
+            no_balance = error_reply("no_balance")
+            await self._answer(call, "no_balance", 402, no_balance, payload=payload)
             return
-        outcome = fault or "accepted"
-        status = None if fault else 200
-        self._record(path, key, outcome, status, accepted.message_id, payload, notes)
-        await asyncio.sleep(delay)
-        body = {"message_id": accepted.message_id}
-        if fault == "fault_disconnect_after":
-            await drop(send)
-        if fault == "fault_truncated_body":
-            await truncated(send, to_json(body))
-        await respond(send, 200, to_json(body), headers)
+        # A fault after acceptance: the message is accepted, its answer lost.
+        message_id = accepted.message_id
+        await self._answer(
+            call,
+            fault or "accepted",
+            None if fault else 200,
+            ok_reply({"message_id": message_id}, fault),
+            message_id=message_id,
+            payload=payload,
+            notes=notes,
+        )
 
-    async def _receive_viber(
-        self,
-        send: Send,
-        path: str,
-        key: str,
-        payload: Any,
-        headers: dict[str, str],
-        delay: float,
-    ) -> None:
+    async def _receive_viber(self, call: _Call, payload: Any) -> None:
         now = self.api_time()
         try:
             message = self._lookup(parse_message_id(payload), now)
         except SandboxValidationError as error:
-            self._record(path, key, "invalid", 400, None, payload)
-            await asyncio.sleep(delay)
-            await self._invalid(send, error.field, headers)
+            invalid = invalid_reply(error.field)
+            await self._answer(call, "invalid", 400, invalid, payload=payload)
             return
         message_id = message.message_id
         status, sms_status = message.status_at(now)
@@ -300,9 +326,48 @@ class Sandbox(AdminMixin):
             body["sms_message_status"] = int(sms_status)
         with self._state.lock:
             self._state.status_lookups += 1
-        self._record(path, key, "status", 200, message_id, payload)
-        await asyncio.sleep(delay)
-        await respond(send, 200, to_json(body), headers)
+        await self._answer(
+            call, "status", 200, ok_reply(body), message_id=message_id, payload=payload
+        )
+
+    async def _answer(
+        self,
+        call: _Call,
+        outcome: str,
+        status: int | None,
+        reply: ReplyFor,
+        *,
+        message_id: int | None = None,
+        payload: Any = None,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        """Answer an API request: record it, wait out its latency, send *reply*.
+
+        Args:
+            call: The request.
+            outcome: Its `RequestRecord.outcome`.
+            status: The status it gets in the default profile (None when the
+                connection is broken); the record shows the profile's.
+            reply: The answer, decided once the latency is waited out.
+            message_id: The message concerned, if any.
+            payload: The JSON body, once it parsed.
+            notes: What was accepted although the documentation is unclear.
+        """
+        config = self._config
+        self._state.record_request(
+            path=call.path,
+            access_key=call.key,
+            outcome=outcome,
+            http_status=recorded_status(config, outcome, status),
+            message_id=message_id,
+            payload=payload,
+            keep=config.record_requests,
+            notes=notes,
+            traceparent=_traceparent.get(),
+        )
+        if call.delay is not None:
+            await asyncio.sleep(call.delay)
+        await send_reply(call.send, reply(self._config), call.headers)
 
     # -- pieces ---------------------------------------------------------------
 
@@ -313,156 +378,17 @@ class Sandbox(AdminMixin):
             raise SandboxValidationError("message_id")
         return message
 
-    def _authenticate(self, scope: Scope) -> str | None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                return self._auth.get(value.strip())
-        return None
-
-    def _rate_limit(
-        self, key: str, config: SandboxConfig
-    ) -> tuple[dict[str, str], bool]:
-        if config.rate_limit is None:
-            return {}, True
-        now = self._wall_clock()
-        with self._state.lock:
-            bucket = self._state.buckets.get(key)
-            if bucket is None:
-                bucket = make_bucket(
-                    config.rate_limit_dialect,
-                    config.rate_limit,
-                    config.burst,
-                    config.rate_limit_window,
-                    now,
-                )
-                self._state.buckets[key] = bucket
-            verdict = bucket.take(now)
-            headers = answer_headers(
-                bucket,
-                verdict,
-                now,
-                rate_limit_headers=bool(config.rate_limit_headers),
-                retry_after=config.retry_after_header,
-            )
-        return headers, verdict[0]
-
     def _accept(self, key: str, payload: dict[str, Any]) -> AcceptedMessage | None:
-        config = self._config
-        state = self._state
-        with state.lock:
-            if config.balance is not None and state.spent >= config.balance:
-                return None
-            state.spent += 1
-            message_id = state.next_message_id
-            state.next_message_id += 1
-            timeline = plan_timeline(payload, config, self._rng, state.next_sms_id)
-            if timeline.sms_message_id is not None:
-                state.next_sms_id += 1
-            message = AcceptedMessage(
-                message_id, payload, key, self.api_time(), timeline
-            )
-            state.messages[message_id] = message
-            pair = (message.receiver, message.text)
-            if state.seen_pairs[pair]:
-                state.duplicates += 1
-            state.seen_pairs[pair] += 1
-            generation = state.generation
+        accepted = self._state.accept(
+            key, payload, self._config, self._rng, self.api_time
+        )
+        if accepted is None:
+            return None
+        message, generation = accepted
         url = payload.get("callback_url")
         if url:
-            self._plan_callbacks(message, str(url), generation)
+            self._callbacks.plan(message, str(url), generation)
         return message
-
-    def _record(
-        self,
-        path: str,
-        key: str | None,
-        outcome: str,
-        status: int | None,
-        message_id: int | None,
-        payload: Any,
-        notes: tuple[str, ...] = (),
-    ) -> None:
-        config = self._config
-        # The status the answer goes out with (the profile decides).
-        in_200 = config.errors_with_http_200 or (
-            config.profile == "vendor" and outcome in ("invalid", *_BUSINESS_ERRORS)
-        )
-        if in_200 and status not in (None, 200) and outcome != "fault_502_html":
-            status = 200
-        self._state.record_request(
-            path=path,
-            access_key=key,
-            outcome=outcome,
-            http_status=status,
-            message_id=message_id,
-            payload=payload,
-            keep=self._config.record_requests,
-            notes=notes,
-            traceparent=_traceparent.get(),
-        )
-
-    async def _error(self, send: Send, kind: str, headers: Mapping[str, str]) -> None:
-        status, body = ERROR_BODIES[kind]
-        if self._config.errors_with_http_200 or (
-            self._config.profile == "vendor" and kind in _BUSINESS_ERRORS
-        ):
-            status = 200
-        await respond(send, status, to_json(body), headers)
-
-    async def _invalid(
-        self, send: Send, field: str, headers: Mapping[str, str]
-    ) -> None:
-        config = self._config
-        status = (
-            200 if config.errors_with_http_200 or config.profile == "vendor" else 400
-        )
-        await respond(send, status, to_json(invalid_parameter(field)), headers)
-
-    async def _fault(self, send: Send, fault: str, headers: Mapping[str, str]) -> None:
-        if fault == "fault_500":
-            await self._error(send, "fault_500", headers)
-        elif fault == "fault_502_html":
-            # A gateway's page: its own status and content type, whatever the mode.
-            await respond(send, 502, HTML_502, {}, content_type=b"text/html")
-        else:
-            await drop(send)
-
-    # -- callbacks -------------------------------------------------------------
-
-    def _start_scheduler(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._scheduler = CallbackScheduler(
-            self._state,
-            self.api_time,
-            lambda: self._config.time_scale,
-            lambda: (self._config.callback_timeout, self._config.callback_attempts),
-        )
-
-    def _schedule(self, due: float, job: CallbackJob) -> None:
-        if self._scheduler is not None:
-            self._scheduler.schedule(due, job)
-
-    def _wake_scheduler(self) -> None:
-        loop, scheduler = self._loop, self._scheduler
-        if loop is not None and scheduler is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(scheduler.wake)
-
-    def _plan_callbacks(
-        self, message: AcceptedMessage, url: str, generation: int
-    ) -> None:
-        for due, job in status_jobs(message, url, generation, self._is_current):
-            self._schedule(due, job)
-        if message.timeline.reply_at is not None:
-            job = self._reply_job(message, url, self._config.reply_text)
-            self._schedule(message.accepted_at + message.timeline.reply_at, job)
-
-    def _reply_job(self, message: AcceptedMessage, url: str, text: str) -> CallbackJob:
-        token = self._rng.randrange(10**13, 10**14)
-        generation = self._state.generation
-        return reply_job(message, url, text, token, generation, self._is_current)
-
-    def _is_current(self, generation: int) -> bool:
-        return generation == self._state.generation
 
     def _latency(self, config: SandboxConfig) -> float:
         delay, spiked = sample_latency(config, self._rng)
@@ -470,13 +396,3 @@ class Sandbox(AdminMixin):
             with self._state.lock:
                 self._state.latency_spikes += 1
         return delay
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return

@@ -18,7 +18,6 @@ from ._config import SandboxConfig
 
 __all__ = ["Timeline", "plan_timeline"]
 
-_TWO_WAY = (int(MessageType.TEXT_2WAY), int(MessageType.TEXT_IMAGE_BUTTON_2WAY))
 _VIBER_FAILURES = (
     MessageStatus.UNDELIVERED,
     MessageStatus.ERROR,
@@ -118,7 +117,7 @@ def plan_timeline(
 
     reply_at = None
     if (
-        int(payload.get("message_type") or 0) in _TWO_WAY
+        MessageType(int(payload.get("message_type") or 0)).is_two_way
         and final in (MessageStatus.DELIVERED, MessageStatus.SEEN)
         and rng.random() < config.reply_fraction
     ):

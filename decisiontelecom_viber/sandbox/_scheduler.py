@@ -13,6 +13,7 @@ import functools
 import heapq
 import itertools
 import logging
+import random
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -21,16 +22,11 @@ from typing import Any
 import attrs
 import httpx
 
+from ._config import SandboxConfig
 from ._state import AcceptedMessage, CallbackRecord, SandboxState
 
 
-__all__ = [
-    "CallbackJob",
-    "CallbackScheduler",
-    "reply_job",
-    "reply_payload",
-    "status_jobs",
-]
+__all__ = ["Callbacks"]
 
 logger = logging.getLogger("decisiontelecom_viber.sandbox")
 
@@ -176,6 +172,96 @@ class CallbackScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         await self._client.aclose()
+
+
+class Callbacks:
+    """The callbacks of one sandbox: planned at acceptance, delivered when due.
+
+    Delivery runs on the loop serving the sandbox, from its first request
+    on (`start`); calls from other threads reach that loop thread-safely.
+
+    Args:
+        state: The sandbox's records (and generation).
+        api_time: The sandbox's API clock.
+        config: The config in force (the sandbox replaces it).
+        rng: The sandbox's random source (replaced on reset).
+    """
+
+    def __init__(
+        self,
+        state: SandboxState,
+        api_time: Callable[[], float],
+        config: Callable[[], SandboxConfig],
+        rng: Callable[[], random.Random],
+    ) -> None:
+        self._state = state
+        self._api_time = api_time
+        self._config = config
+        self._rng = rng
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: CallbackScheduler | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether deliveries run (`start` called, `aclose` not since)."""
+        return self._scheduler is not None
+
+    def start(self) -> None:
+        """Start delivering, on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._scheduler = CallbackScheduler(
+            self._state,
+            self._api_time,
+            lambda: self._config().time_scale,
+            lambda: (self._config().callback_timeout, self._config().callback_attempts),
+        )
+
+    def plan(self, message: AcceptedMessage, url: str, generation: int) -> None:
+        """Plan every status callback of *message*, and its reply if it gets one.
+
+        Call on the serving loop.
+        """
+        for due, job in status_jobs(message, url, generation, self._is_current):
+            self._schedule(due, job)
+        if message.timeline.reply_at is not None:
+            job = self._reply_job(message, url, self._config().reply_text)
+            self._schedule(message.accepted_at + message.timeline.reply_at, job)
+
+    def reply_now(self, message: AcceptedMessage, url: str, text: str) -> None:
+        """Deliver a reply to *message* now (from any thread).
+
+        Raises:
+            RuntimeError: Not started yet: there is no loop to deliver from.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the sandbox has not served any request yet")
+        job = self._reply_job(message, url, text)
+        loop.call_soon_threadsafe(self._schedule, self._api_time(), job)
+
+    def wake(self) -> None:
+        """Re-check due times (after the API clock jumped), from any thread."""
+        loop, scheduler = self._loop, self._scheduler
+        if loop is not None and scheduler is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(scheduler.wake)
+
+    async def aclose(self) -> None:
+        """Stop delivering (on the serving loop); a new `start` may follow."""
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+            self._scheduler = None
+
+    def _schedule(self, due: float, job: CallbackJob) -> None:
+        if self._scheduler is not None:
+            self._scheduler.schedule(due, job)
+
+    def _reply_job(self, message: AcceptedMessage, url: str, text: str) -> CallbackJob:
+        token = self._rng().randrange(10**13, 10**14)
+        generation = self._state.generation
+        return reply_job(message, url, text, token, generation, self._is_current)
+
+    def _is_current(self, generation: int) -> bool:
+        return generation == self._state.generation
 
 
 def _shown(url: str) -> str:

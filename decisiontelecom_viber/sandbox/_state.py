@@ -6,17 +6,19 @@ every change and every read goes through one lock; reads return copies.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from .._enums import MessageStatus, SmsStatus
-from ._buckets import Bucket
-from ._lifecycle import Timeline
+from ._buckets import Bucket, answer_headers, make_bucket
+from ._config import SandboxConfig
+from ._lifecycle import Timeline, plan_timeline
 
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "RequestRecord",
     "SandboxState",
     "SandboxStats",
+    "UndeliveredCallbackWarning",
 ]
 
 
@@ -237,6 +240,69 @@ class SandboxState:
                         traceparent,
                     )
                 )
+
+    def rate_limit(
+        self, key: str, config: SandboxConfig, wall_clock: Callable[[], float]
+    ) -> tuple[dict[str, str], bool]:
+        """Count a request of *key* against its rate limit.
+
+        Returns:
+            The rate-limit headers of the answer, and whether it may pass.
+        """
+        if config.rate_limit is None:
+            return {}, True
+        now = wall_clock()
+        with self.lock:
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = make_bucket(
+                    config.rate_limit_dialect,
+                    config.rate_limit,
+                    config.burst,
+                    config.rate_limit_window,
+                    now,
+                )
+                self.buckets[key] = bucket
+            verdict = bucket.take(now)
+            headers = answer_headers(
+                bucket,
+                verdict,
+                now,
+                rate_limit_headers=bool(config.rate_limit_headers),
+                retry_after=config.retry_after_header,
+            )
+        return headers, verdict[0]
+
+    def accept(
+        self,
+        key: str,
+        payload: dict[str, Any],
+        config: SandboxConfig,
+        rng: random.Random,
+        api_time: Callable[[], float],
+    ) -> tuple[AcceptedMessage, int] | None:
+        """Accept a message and plan its fate, unless the balance is spent.
+
+        Returns:
+            The message and the generation it belongs to (its callbacks'),
+            or None when the balance is spent.
+        """
+        with self.lock:
+            if config.balance is not None and self.spent >= config.balance:
+                return None
+            self.spent += 1
+            message_id = self.next_message_id
+            self.next_message_id += 1
+            timeline = plan_timeline(payload, config, rng, self.next_sms_id)
+            if timeline.sms_message_id is not None:
+                self.next_sms_id += 1
+            message = AcceptedMessage(message_id, payload, key, api_time(), timeline)
+            self.messages[message_id] = message
+            pair = (message.receiver, message.text)
+            if self.seen_pairs[pair]:
+                self.duplicates += 1
+            self.seen_pairs[pair] += 1
+            return message, self.generation
 
     def stats(self) -> SandboxStats:
         """A snapshot of the counters."""
