@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import respx
@@ -38,7 +38,8 @@ class AiohttpTransportMocker(respx.mocks.AbstractRequestMocker):
         cls, httpx_request: httpx.Request, *, target_spec: Any, instance: Any, **kw: Any
     ) -> Any:
         with map_aiohttp_exceptions():
-            return await super()._send_async_request(
+            # respx's AbstractRequestMocker leaves this classmethod unannotated.
+            return await super()._send_async_request(  # type: ignore[no-untyped-call]
                 httpx_request, target_spec=target_spec, instance=instance, **kw
             )
 
@@ -83,7 +84,16 @@ def json_response(
     return httpx.Response(status, json=payload, **kwargs)
 
 
-DOCUMENTED_ERRORS = {
+class ErrorBody(TypedDict):
+    """An API error body, as the API's documentation shows it."""
+
+    name: str
+    message: str
+    code: int
+    status: int
+
+
+DOCUMENTED_ERRORS: dict[str, ErrorBody] = {
     "rate_limit": {
         "name": "Too Many Requests",
         "message": "Rate limit exceeded",

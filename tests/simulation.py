@@ -131,6 +131,7 @@ class BucketServer:
         await asyncio.sleep(self.latency / 2)
         ok, extra = self.take(asyncio.get_running_loop().time())
         await asyncio.sleep(self.latency / 2)
+        body: dict[str, object]
         if ok:
             body = {"message_id": self.accepted}
             return httpx.Response(200, content=json.dumps(body).encode(), headers=extra)

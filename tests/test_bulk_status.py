@@ -140,12 +140,17 @@ class TestStatuses:
 
         results = [
             r
-            async for r in client.get_message_statuses([1, 2, 3, "x", 5], ordered=True)
+            async for r in client.get_message_statuses(
+                [1, 2, 3, "x", 5],  # type: ignore[list-item]  # "x": invalid on purpose
+                ordered=True,
+            )
         ]
 
         assert [0, 1, 2, 3, 4] == [r.index for r in results]
         assert [True, True, False, False, True] == [r.ok for r in results]
-        assert MessageStatus.DELIVERED == results[0].receipt.status  # type: ignore[union-attr]
+        receipt = results[0].receipt
+        assert receipt is not None
+        assert MessageStatus.DELIVERED == receipt.status
         assert isinstance(results[2].error, InvalidParameterError)
         assert isinstance(results[3].error, ValidationError)
 

@@ -376,7 +376,9 @@ def carries_message_id(body: bytes) -> bool:
     return isinstance(payload, dict) and "message_id" in payload
 
 
-def documented(http_status: int, decode: Any, expected: type, body: bytes, hdrs: Any):
+def documented(
+    http_status: int, decode: Any, expected: type, body: bytes, hdrs: Any
+) -> object:
     """Run *decode*; check it returned *expected* (2xx) or raised a documented error."""
     outcome: object
     try:

@@ -67,11 +67,11 @@ async def test_key_absent_from_debug_logs_errors_and_tracebacks(
     assert_no_secret(caplog.text)
     assert_no_secret(repr(client))
     assert_no_secret(str(client))
-    for error in errors:
-        assert_no_secret(str(error))
-        assert_no_secret(repr(error))
-        assert_no_secret("".join(traceback.format_exception(error)))
-        assert_no_secret(repr(vars(error)))
+    for caught in errors:
+        assert_no_secret(str(caught))
+        assert_no_secret(repr(caught))
+        assert_no_secret("".join(traceback.format_exception(caught)))
+        assert_no_secret(repr(vars(caught)))
 
 
 def test_key_absent_from_configuration_errors() -> None:

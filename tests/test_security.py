@@ -258,8 +258,8 @@ async def test_access_key_never_logged_shown_or_raised(
     } <= kinds
     assert any(r.levelno == logging.DEBUG for r in debug_logs.records)
     assert_absent(logged(debug_logs), *SECRETS)
-    for error in errors:
-        assert_absent(shown(error), *SECRETS)
+    for caught in errors:
+        assert_absent(shown(caught), *SECRETS)
     for each in (client, wrong, unreachable):
         assert_absent(f"{each!r} {each} {each.metrics!r}", *SECRETS)
 

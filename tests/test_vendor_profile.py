@@ -187,7 +187,9 @@ class TestTheVendorSDK:
         with pytest.raises(requests.HTTPError) as caught:
             vendor.ViberClient("wrong key").send_message(vendor_message())
 
-        assert 401 == caught.value.response.status_code
+        response = caught.value.response
+        assert response is not None
+        assert 401 == response.status_code
 
 
 class TestOurSDK:

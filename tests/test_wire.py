@@ -41,7 +41,7 @@ def body(payload: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-ERROR_CLASSES = {
+ERROR_CLASSES: dict[str, type[APIError]] = {
     "rate_limit": RateLimitError,
     "invalid_parameter": InvalidParameterError,
     "server_error": ServerError,
@@ -162,6 +162,7 @@ class TestNonJsonBodies:
         assert expected is type(info.value)
         assert status == getattr(info.value, "http_status", None)
         assert getattr(info.value, "code", None) is None
+        assert isinstance(info.value, (APIError, UnexpectedResponseError))
         assert raw.decode() == info.value.body
 
     def test_error_body_is_truncated(self) -> None:
