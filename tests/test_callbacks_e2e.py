@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from decisiontelecom_viber import (
     ConfigurationError,
     IncomingMessage,
     MessageStatus,
+    SendResult,
     StatusCallback,
     ViberMessage,
     signed_callback_url,
@@ -32,6 +34,7 @@ SECRET = "callback-secret-0123456789abcdef"
 OLD_SECRET = "retired-secret-fedcba9876543210"
 
 MakeClient = Callable[..., AsyncViberClient]
+Event = TypeVar("Event", StatusCallback, IncomingMessage)
 
 
 class Collected:
@@ -49,7 +52,7 @@ class Collected:
         with self.lock:
             self.events.append(event)
 
-    def of(self, kind: type) -> list[CallbackEvent]:
+    def of(self, kind: type[Event]) -> list[Event]:
         with self.lock:
             return [e for e in self.events if isinstance(e, kind)]
 
@@ -115,14 +118,13 @@ async def test_status_callbacks_and_a_reply_arrive_typed(
     (reply,) = collected.of(IncomingMessage)
 
     assert [MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.SEEN] == [
-        s.status
-        for s in statuses  # type: ignore[union-attr]
+        s.status for s in statuses
     ]
-    assert {message_id} == {s.message_id for s in statuses}  # type: ignore[union-attr]
-    assert message_id == reply.reply_to_message_id  # type: ignore[union-attr]
-    assert "972512222222" == reply.phone_number  # type: ignore[union-attr]
-    assert "Yes, please" == reply.text  # type: ignore[union-attr]
-    assert reply.time.tzinfo is not None  # type: ignore[union-attr]
+    assert {message_id} == {s.message_id for s in statuses}
+    assert message_id == reply.reply_to_message_id
+    assert "972512222222" == reply.phone_number
+    assert "Yes, please" == reply.text
+    assert reply.time.tzinfo is not None
     assert {"order-972512222222"} == {e.reference for e in collected.events}
     sent_url = viber_sandbox.sandbox.message(message_id).payload["callback_url"]
     assert verify_callback_token(httpx.URL(sent_url).query, SECRET)
@@ -168,6 +170,13 @@ async def test_bad_payload_is_a_400_not_a_500(
 
     assert 400 == response.status_code
     assert "message_id" in response.text
+
+
+def callback_ref(result: SendResult) -> str:
+    """The ``ref`` of the callback URL the client gave a message it sent."""
+    assert isinstance(result.message, ViberMessage)
+    assert result.message.callback_url is not None
+    return httpx.URL(result.message.callback_url).params["ref"]
 
 
 class TestClientSigning:
@@ -219,10 +228,7 @@ class TestClientSigning:
 
         results = [r async for r in client.send_messages(messages)]
 
-        refs = sorted(
-            httpx.URL(r.message.callback_url).params["ref"]  # type: ignore[union-attr]
-            for r in results
-        )
+        refs = sorted(callback_ref(r) for r in results)
         assert [f"r-38050{n:07d}" for n in range(3)] == refs
 
     @pytest.mark.parametrize(

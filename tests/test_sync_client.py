@@ -30,6 +30,7 @@ from decisiontelecom_viber import (
     RateLimit,
     RetryPolicy,
     SendOutcome,
+    SendResult,
     ValidationError,
     ViberClient,
     ViberMessage,
@@ -239,7 +240,7 @@ class TestBulk:
 
         with sync_client(sandbox.base_url) as client:
             results = client.send_messages(messages())
-            got = []
+            got: list[SendResult] = []
             with pytest.raises(RuntimeError, match="the input broke"):
                 got.extend(results)
         assert sorted(r.index for r in got) == list(range(10))
@@ -249,7 +250,9 @@ class TestBulk:
             ids = [
                 r.message_id
                 for r in client.send_messages([message(n) for n in range(5)])
+                if r.message_id is not None
             ]
+            assert len(ids) == 5
             statuses = list(client.get_message_statuses([*ids, -1], ordered=True))
         assert [s.ok for s in statuses] == [True] * 5 + [False]
 
@@ -301,7 +304,7 @@ class TestBulk:
         assert sandbox.sandbox.messages() == []
 
 
-def got_error(results: list[Any], index: int) -> BaseException | None:
+def got_error(results: list[SendResult], index: int) -> BaseException | None:
     return next(r.error for r in results if r.index == index)
 
 
@@ -411,7 +414,7 @@ class TestCtrlC:
             results = client.send_messages(
                 [message(n) for n in range(50)], concurrency=4
             )
-            got = []
+            got: list[SendResult] = []
             interrupt_main_soon(lambda: len(raw.received) >= 4)
             with pytest.raises(KeyboardInterrupt):
                 got.extend(results)

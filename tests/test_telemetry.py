@@ -71,7 +71,7 @@ class Otel:
 
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
-        found = []
+        found: list[Any] = []
         for resource in data.resource_metrics if data else ():
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
@@ -80,11 +80,12 @@ class Otel:
         return found
 
     def total(self, name: str, **attributes: Any) -> float:
-        return sum(
+        total: float = sum(
             p.value
             for p in self.points(name)
             if all(p.attributes.get(k) == v for k, v in attributes.items())
         )
+        return total
 
 
 @pytest.fixture
@@ -131,7 +132,15 @@ def first_line_of(script: str) -> str:
 def traceparent_of(span: ReadableSpan) -> str:
     """The header's version, trace and parent IDs (its flags may vary)."""
     context = span.get_span_context()
+    assert context is not None
     return f"00-{context.trace_id:032x}-{context.span_id:016x}"
+
+
+def as_text(value: object) -> str:
+    """An attribute's value as text: bytes decoded, so a secret in them shows."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
 
 
 def ids(traceparent: str | None) -> str | None:
@@ -460,11 +469,13 @@ async def test_no_phone_number_text_key_or_callback_token_is_recorded(
     recorded: list[str] = []
     for span in otel.spans():
         recorded.append(span.name)
-        recorded.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+        recorded.extend(f"{k}={as_text(v)}" for k, v in (span.attributes or {}).items())
         recorded.append(str(span.status.description))
         for event in span.events:
             recorded.append(event.name)
-            recorded.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
+            recorded.extend(
+                f"{k}={as_text(v)}" for k, v in (event.attributes or {}).items()
+            )
     data = otel.reader.get_metrics_data()
     assert data is not None
     recorded.append(data.to_json())
@@ -646,7 +657,9 @@ async def test_a_broken_sdk_never_changes_an_outcome(
     """
     logged: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
-    handler.emit = logged.append  # type: ignore[method-assign]
+    # (method-assign: a method replaced on an instance; assignment: list.append
+    # takes its argument positional-only, emit names it `record`.)
+    handler.emit = logged.append  # type: ignore[method-assign,assignment]
     # (On the SDK's own logger, at WARNING: the CLI's tests, run in this
     # process, set its level.)
     sdk_logger = logging.getLogger("decisiontelecom_viber")
