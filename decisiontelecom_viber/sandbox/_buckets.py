@@ -26,6 +26,7 @@ __all__ = [
     "Bucket",
     "Dialect",
     "TokenBucket",
+    "Verdict",
     "Yii2Bucket",
     "answer_headers",
     "make_bucket",

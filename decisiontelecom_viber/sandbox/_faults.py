@@ -8,7 +8,7 @@ import random
 from ._config import SandboxConfig
 
 
-__all__ = ["FAULT_ORDER", "FAULT_STATUS", "pick_fault", "sample_latency"]
+__all__ = ["FAULT_STATUS", "pick_fault", "sample_latency"]
 
 FAULT_ORDER = (
     "fault_500",
