@@ -218,7 +218,10 @@ async def test_a_killed_pool_process_sends_nothing_twice(
         app.close()
     output = log.read_text()
 
-    final = dict(zip(ids, states, strict=True))
+    final: dict[str, dict[str, Any]] = {}
+    for order, state in zip(ids, states, strict=True):
+        assert state is not None  # the loop above ends once every task is final
+        final[order] = state
     succeeded = {o: s["result"] for o, s in final.items() if s["status"] == "SUCCESS"}
     reported = {
         o: s["result"]["exc_type"] for o, s in final.items() if s["status"] == "FAILURE"

@@ -219,6 +219,7 @@ async def test_bulk_results_agree_with_the_server(
     assert 0 == sandbox.stats.duplicates
     for result in results:
         if result.outcome is SendOutcome.SENT:
+            assert result.message_id is not None
             assert f"message {result.index}" == accepted[result.message_id]
     sent_texts = {f"message {r.index}" for r in results if r.ok}
     unknown_texts = {

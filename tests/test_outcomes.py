@@ -244,7 +244,7 @@ REQUEST_INFO = aiohttp.RequestInfo(
 def bare(cls: type[BaseException]) -> BaseException:
     """An instance made without its constructor (their signatures all differ),
     with the attributes their ``__str__`` reads, request headers included."""
-    error: Any = cls.__new__(cls)
+    error = cls.__new__(cls)
     fields = {
         "_conn_key": KEY,
         "_os_error": OSError(111, "refused"),
@@ -281,13 +281,14 @@ def test_the_tables_place_every_exception_class() -> None:
     assert set(HTTPX) >= httpx_classes
 
 
+PLACED_AIOHTTP_CLASSES = sorted(
+    (c for c in subclasses(aiohttp.ClientError) if c.__name__ in AIOHTTP),
+    key=lambda c: c.__name__,
+)
+
+
 @pytest.mark.parametrize(
-    "cls",
-    sorted(
-        (c for c in subclasses(aiohttp.ClientError) if c.__name__ in AIOHTTP),
-        key=lambda c: c.__name__,
-    ),
-    ids=lambda c: c.__name__,
+    "cls", PLACED_AIOHTTP_CLASSES, ids=[c.__name__ for c in PLACED_AIOHTTP_CLASSES]
 )
 def test_each_aiohttp_error_raw_and_as_httpx_aiohttp_maps_it(
     cls: type[BaseException],

@@ -33,7 +33,8 @@ from decisiontelecom_viber.sandbox import SandboxConfig, serve_sandbox
 
 from ..helpers import eventually
 from ..servers import serve_in_loop, unused_port
-from ..test_cli_reconcile import ENV, KEY, SECRET, bulk, results, rows_file, truth
+from ..test_cli_job import rows_file
+from ..test_cli_reconcile import ENV, KEY, SECRET, bulk, results, truth
 from ..test_redis_reconcile import message, references
 
 
