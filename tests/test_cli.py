@@ -466,7 +466,7 @@ def test_help_and_missing_extra(
         assert command in listing
 
     monkeypatch.setitem(sys.modules, "click", None)
-    monkeypatch.delitem(sys.modules, "decisiontelecom_viber.cli._app", raising=False)
+    monkeypatch.delitem(sys.modules, "decisiontelecom_viber.cli._main", raising=False)
     code = main(["--help"])
     assert ExitCode.CONFIGURATION == code
     assert "decisiontelecom-viber[cli]" in capsys.readouterr().err

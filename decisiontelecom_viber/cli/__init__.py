@@ -1,8 +1,8 @@
 """The ``decisiontelecom-viber`` command line (needs the ``[cli]`` extra).
 
 ``decisiontelecom-viber --help`` (or ``python -m decisiontelecom_viber``)
-lists the commands: ``send``, ``status``, ``wait``, ``bulk``, ``sandbox`` and
-``demo``. Exit codes are listed in `ExitCode`.
+lists the commands: ``send``, ``status``, ``wait``, ``bulk``, ``reconcile``,
+``sandbox`` and ``demo``. Exit codes are listed in `ExitCode`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Without Click and Rich installed, print how to install them instead.
     """
     try:
-        from ._app import run_cli
+        from ._main import run_cli
     except ImportError as error:
         missing = getattr(error, "name", None) or "a dependency"
         print(f"error: {_HINT} ({missing} is missing)", file=sys.stderr)  # noqa: T201

@@ -29,7 +29,7 @@ from .._models import SendResult, ViberMessage
 from .._outcomes import SendOutcome
 from .._receiver import CallbackReceiver
 from ..sandbox import SandboxConfig, serve_app, serve_sandbox
-from ._app import run
+from ._common import run
 from ._exit import ExitCode
 
 

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 
-__all__ = ["PLAIN_EVERY", "Display"]
+__all__ = ["Display"]
 
 # Seconds between progress lines when standard error is not a terminal.
 PLAIN_EVERY = 5.0

@@ -12,14 +12,7 @@ from .._errors import ValidationError
 from .._models import ViberMessage
 
 
-__all__ = [
-    "FIELDS",
-    "convert_row",
-    "message_from_options",
-    "message_options",
-    "parse_message_type",
-    "parse_source_type",
-]
+__all__ = ["convert_row", "message_from_options", "message_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,7 +15,7 @@ from typing import Any
 from .._models import ViberMessage
 
 
-__all__ = ["DELIMITERS", "InputError", "check_csv", "detect_delimiter"]
+__all__ = ["InputError", "check_csv", "detect_delimiter"]
 
 #: The delimiters detected when ``--delimiter`` is not given: Excel writes
 #: ``;`` in many locales, and tab-separated exports are common.

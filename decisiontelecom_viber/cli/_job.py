@@ -40,7 +40,7 @@ from ._exit import ExitCode
 from ._journal import Journal, RowResult
 
 
-__all__ = ["INTERRUPTED", "Job", "StopReason", "early_signals"]
+__all__ = ["INTERRUPTED", "Job", "early_signals"]
 
 
 class StopReason:

@@ -39,7 +39,6 @@ __all__ = [
     "await_callbacks",
     "listening",
     "parse_address",
-    "reference_for",
 ]
 
 logger = logging.getLogger("decisiontelecom_viber")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from ._bulk import write_results
 from ._exit import ExitCode
 from ._journal import Journal, JournalError, JournalLockedError, RowResult
 from ._reconcile import RowReconciler, listening, parse_address
+from ._results import write_results
 
 
 __all__ = ["reconcile"]
