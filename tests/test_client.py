@@ -14,6 +14,7 @@ import respx
 from decisiontelecom_viber import (
     AmbiguousServerError,
     APIConnectionError,
+    APIError,
     AsyncViberClient,
     AuthenticationError,
     ClientClosedError,
@@ -141,7 +142,7 @@ class TestSendMessage:
         api: respx.MockRouter,
         client: AsyncViberClient,
         kind: str,
-        expected: type[Exception],
+        expected: type[APIError],
         http_status: int | None,
     ) -> None:
         """400 and 402 are raised at once, with HTTP 200 and with their own status."""
