@@ -721,7 +721,9 @@ class TestRedisLimiter:
             first = await limiter.acquire()
             reserved = asyncio.Event()
             if redis_far:
-                limiter._scripts = _Distant(limiter._scripts, reserved)  # type: ignore[assignment]
+                # (The worker's link to Redis makes its script calls.)
+                link = limiter._link
+                link._scripts = _Distant(link._scripts, reserved)  # type: ignore[assignment]
             waiting = [asyncio.ensure_future(limiter.acquire()) for _ in range(3)]
             if redis_far:
                 await reserved.wait()

@@ -29,13 +29,13 @@ from ._errors import RedisUnavailableError as RedisUnavailableError
 from ._errors import SendInProgressError as SendInProgressError
 from ._errors import SendUnresolvedError as SendUnresolvedError
 from ._guard import SendOnceGuard as SendOnceGuard
-from ._guard import SendOnceResult as SendOnceResult
-from ._guard import SendRecord as SendRecord
-from ._guard import SendState as SendState
 from ._limiter import RedisLimiter as RedisLimiter
 from ._limiter import SharedRateState as SharedRateState
 from ._reconcile import CallbackReconciler as CallbackReconciler
 from ._reconcile import ReconcileStats as ReconcileStats
+from ._records import SendOnceResult as SendOnceResult
+from ._records import SendRecord as SendRecord
+from ._records import SendState as SendState
 
 
 __all__ = [

@@ -12,25 +12,34 @@ ViberError
 `PossibleDuplicateError` is an `OutcomeUnknownError`: for the caller, a
 message guarded this way "may or may not have been sent", exactly as after a
 read timeout, and bulk results count it as ``unknown``.
+
+`REDIS_ERRORS` are what redis-py raises when Redis cannot serve a call; the
+Redis boundary (``_scripts``) is the one place that catches them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from redis.exceptions import RedisError
 
 from .._errors import OutcomeUnknownError, ViberError
-
-
-if TYPE_CHECKING:
-    from ._guard import SendRecord
+from ._records import SendRecord
 
 
 __all__ = [
+    "REDIS_ERRORS",
     "PossibleDuplicateError",
     "RedisUnavailableError",
     "SendInProgressError",
     "SendUnresolvedError",
+    "redis_cause",
+    "unavailable_again",
 ]
+
+#: Errors that mean "Redis cannot serve us now": unreachable, timing out,
+#: loading, read-only after a failover, out of memory... Only the Redis
+#: boundary (``_scripts``) catches them, and turns them into
+#: `RedisUnavailableError`.
+REDIS_ERRORS = (RedisError, OSError)
 
 
 class RedisUnavailableError(ViberError):
@@ -51,6 +60,23 @@ class RedisUnavailableError(ViberError):
         )
         self.operation = operation
         self.cause_type = type(cause).__name__
+
+
+def redis_cause(error: RedisUnavailableError) -> BaseException:
+    """The error redis-py raised behind *error*, for logs that name it."""
+    return error.__cause__ if error.__cause__ is not None else error
+
+
+def unavailable_again(error: RedisUnavailableError) -> RedisUnavailableError:
+    """A fresh copy of *error* (same operation and cause) for another waiter.
+
+    One exception per waiter: each is raised in its own task, and a shared
+    instance would collect every task's traceback.
+    """
+    cause = redis_cause(error)
+    copy = RedisUnavailableError(error.operation, cause)
+    copy.__cause__ = cause
+    return copy
 
 
 class PossibleDuplicateError(OutcomeUnknownError):

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .._callbacks import StatusCallback
-from ._errors import RedisUnavailableError
-from ._limiter import REDIS_ERRORS
 
 
 if TYPE_CHECKING:
@@ -109,16 +107,16 @@ class CallbackReconciler:
             self._count("ignored")
             return
         redis_key = self._key_of(reference)
-        try:
-            verdict, data = await self._scripts.settle(
-                redis_key,
-                owner="",
-                action="reconcile",
-                message_id=event.message_id,
-                ttl=self._ttl,
-            )
-        except REDIS_ERRORS as error:
-            raise RedisUnavailableError("reconcile", error) from error
+        # (Redis unavailable: `RedisUnavailableError`, so that the receiver
+        # answers 500 and the API delivers the callback again.)
+        verdict, data = await self._scripts.settle(
+            redis_key,
+            owner="",
+            action="reconcile",
+            message_id=event.message_id,
+            ttl=self._ttl,
+            operation="reconcile",
+        )
         if verdict == "settled":
             self._count("settled")
             logger.info(
