@@ -108,6 +108,12 @@ def journal_states(journal: Path) -> dict[int, str]:
     return states
 
 
+def row_of(text: str | None) -> int:
+    """The (1-based) row a sandbox message came from: its text is "row N"."""
+    assert text is not None
+    return int(text.split()[1]) + 1
+
+
 def assert_nobody_twice(api: SandboxServer) -> None:
     texts = [m.text for m in api.sandbox.messages()]
     assert 0 == api.sandbox.stats.duplicates
@@ -496,7 +502,7 @@ def test_after_a_kill_only_rows_on_the_wire_are_in_doubt(
     last_state = journal_states(journal)
     recorded = {row for row, state in last_state.items() if state == "sent"}
     in_doubt = {row for row, state in last_state.items() if state == "writing"}
-    unrecorded = {int(text.split()[1]) + 1 for text in received} - recorded
+    unrecorded = {row_of(text) for text in received} - recorded
 
     resumed = finish([*args, "--resume"])
     rows = results(output)
@@ -528,7 +534,7 @@ def test_rows_refused_with_429_are_not_in_doubt_while_they_wait(
         wait_for(lambda: api.sandbox.stats.rate_limited >= 20)
         run.send_signal(signal.SIGKILL)
         run.communicate(timeout=30)
-        received = {int(m.text.split()[1]) + 1 for m in api.sandbox.messages()}
+        received = {row_of(m.text) for m in api.sandbox.messages()}
         refused = api.sandbox.stats.rate_limited
     last_state = journal_states(journal)
     recorded = {row for row, state in last_state.items() if state == "sent"}

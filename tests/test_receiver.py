@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from decisiontelecom_viber import ConfigurationError, MessageStatus
+from decisiontelecom_viber._asgi import Message
 from decisiontelecom_viber._callbacks import IncomingMessage, StatusCallback
 from decisiontelecom_viber._receiver import CallbackReceiver, ReceiverStats
 from decisiontelecom_viber._signing import signed_callback_url
@@ -94,16 +95,16 @@ async def post(
 class ASGICall:
     """Drives the app directly, for what httpx cannot show (chunks, disconnects)."""
 
-    def __init__(self, messages: Iterable[dict[str, Any]]) -> None:
-        self.incoming = list(messages)
+    def __init__(self, messages: Iterable[Message]) -> None:
+        self.incoming: list[Message] = list(messages)
         self.received = 0
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Message] = []
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         self.received += 1
         return self.incoming.pop(0)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         self.sent.append(message)
 
     @property

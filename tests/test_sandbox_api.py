@@ -466,7 +466,7 @@ def test_config_validation() -> None:
         {"fault_500": 0.6, "fault_502_html": 0.6},
     ):
         with pytest.raises(ValueError):
-            SandboxConfig(**bad)  # type: ignore[arg-type]
+            SandboxConfig(**bad)
 
 
 def test_requests_are_recorded(server: SandboxServer) -> None:
@@ -515,8 +515,10 @@ def test_the_sandbox_does_not_use_the_sdks_validators() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 2:
                 imported.add(node.module)
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "decisiontelecom_viber._"
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module is not None
+                and node.module.startswith("decisiontelecom_viber._")
             ):
                 imported.add(node.module.removeprefix("decisiontelecom_viber."))
 
