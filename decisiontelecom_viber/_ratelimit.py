@@ -30,6 +30,7 @@ from ._limits import (
     bind_clock,
 )
 from ._ratecontrol import MARGIN, Control, after_empty, raised_rate
+from ._ratesample import EmptySamples
 
 
 __all__ = ["AdaptiveLimiter"]
@@ -140,10 +141,9 @@ class AdaptiveLimiter:
         self._gate = Gate(_Schedule(self), self._clock)
         # Feedback for requests sent no later than this is stale.
         self._changed_at = -1.0
-        # Measurement: when the server's bucket was last seen empty, and how
-        # many requests it has accepted since.
-        self._empty_at: float | None = None
-        self._accepted_since_empty = 0
+        # Measurement: the server's rate between two moments its bucket was
+        # seen empty.
+        self._samples = EmptySamples(_MIN_SAMPLE_SECONDS, _MIN_HEADER_SAMPLE_SECONDS)
         self._estimate: float | None = None
         self._ramping = False
         self._last_change = self._clock.monotonic()
@@ -307,7 +307,7 @@ class AdaptiveLimiter:
                 self._on_empty(feedback, refused=True)
         elif feedback.status is not None:
             # Any answer of the API (not a 429) used one of the server's tokens.
-            self._accepted_since_empty += 1
+            self._samples.accepted += 1
             if self._window is not None:
                 self._window += _WINDOW_GROWTH
                 if self._window >= _MAX_WINDOW:
@@ -342,20 +342,10 @@ class AdaptiveLimiter:
         config = self._config
         moment = (feedback.sent_at + feedback.received_at) / 2
         now = feedback.received_at
-        if self._empty_at is None:
-            self._empty_at = moment
-            self._accepted_since_empty = 0
-        elif moment - self._empty_at >= (
-            _MIN_SAMPLE_SECONDS if refused else _MIN_HEADER_SAMPLE_SECONDS
-        ):
-            # Every token made since the bucket was last empty went to an
-            # accepted request, unless the bucket overflowed meanwhile: the
-            # sample is a lower bound of the server's rate.
-            sample = self._accepted_since_empty / (moment - self._empty_at)
-            self._empty_at = moment
-            self._accepted_since_empty = 0
-            if sample > (self._estimate or 0.0):
-                self._estimate = sample
+        # (A lower bound of the server's rate: the highest one is kept.)
+        sample = self._samples.empty(moment, refused=refused)
+        if sample is not None and sample > (self._estimate or 0.0):
+            self._estimate = sample
         self._window = None
         if self._view.quantized:
             # The ticks gate senders; only an explicit Retry-After pauses.

@@ -10,16 +10,14 @@ prefork pool, gunicorn: they fork after import) starts a new thread there;
 if it had already run calls before the fork, it also builds a new async
 client from its settings, unless they hold objects that cannot cross a fork
 (an ``http_client``, a `Limiter` instance), in which case it refuses before
-sending anything.
+sending anything. That state, the fork and the shutdown are ``_syncstate``'s;
+here, the methods.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import threading
-import warnings
 import weakref
 from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
@@ -32,13 +30,14 @@ from ._client import AsyncViberClient, MessageLike
 from ._clock import Clock
 from ._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS
 from ._context import WireWitness, wire_witness
-from ._errors import ClientClosedError, ConfigurationError, OutcomeUnknownError
+from ._errors import ClientClosedError, OutcomeUnknownError
 from ._limits import Limiter, Priority, RateLimit
 from ._metrics import ClientMetrics
 from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
 from ._options import DEFAULT, Default
-from ._portal import LEFT_BEHIND, Portal, Returned
+from ._portal import Portal, Returned
 from ._retry import RetryHook, RetryPolicy
+from ._syncstate import Settings, State, close_forgotten, ready, shut_down
 from ._syncstream import ProgressCallback, SyncResultStream
 from ._telemetry import Telemetry, carry_context
 
@@ -48,62 +47,6 @@ __all__ = ["ViberClient"]
 P = ParamSpec("P")
 T = TypeVar("T")
 Result = TypeVar("Result")
-
-
-# Held while a client rebuilds itself in a forked child; made anew in every
-# child (a thread of the parent may have held it at the fork).
-_FORK_LOCK = threading.Lock()
-
-
-def _new_fork_lock() -> None:
-    global _FORK_LOCK  # (per process, by design)
-    _FORK_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # (not on Windows)
-    os.register_at_fork(after_in_child=_new_fork_lock)
-
-
-class _Settings:
-    """What builds the async client again after a fork (the key included)."""
-
-    __slots__ = ("key", "options")
-
-    def __init__(self, key: str | None, options: dict[str, Any]) -> None:
-        self.key = key
-        self.options = options
-
-    def __repr__(self) -> str:  # (a traceback's locals show it)
-        return "<ViberClient settings, redacted>"
-
-    def build(self) -> AsyncViberClient:
-        return AsyncViberClient(self.key, **self.options)
-
-    def cannot_cross_a_fork(self) -> str | None:
-        """What in the settings belongs to the process that made it, if anything."""
-        if self.options.get("http_client") is not None:
-            return "an http_client"
-        rate_limit = self.options.get("rate_limit")
-        if rate_limit is not None and not isinstance(
-            rate_limit, (RateLimit, int, float)
-        ):
-            return "a Limiter instance"
-        return None
-
-
-class _State:
-    """A `ViberClient`'s parts, shared with its finalizer."""
-
-    __slots__ = ("client", "closed", "pid", "portal", "streams", "used")
-
-    def __init__(self, client: AsyncViberClient) -> None:
-        self.client = client
-        # Open streams, closed first by `close` (their results kept).
-        self.streams: weakref.WeakSet[SyncResultStream[Any]] = weakref.WeakSet()
-        self.portal = Portal()
-        self.pid = os.getpid()
-        self.used = False
-        self.closed = False
 
 
 class ViberClient:
@@ -162,7 +105,7 @@ class ViberClient:
         telemetry: Telemetry | None = Telemetry(),  # noqa: B008 - frozen
     ) -> None:
         # The key leaves this frame at once (a traceback's locals show it).
-        settings = _Settings(
+        settings = Settings(
             access_key,
             {
                 "base_url": base_url,
@@ -184,8 +127,8 @@ class ViberClient:
         )
         del access_key, callback_secret
         self._settings = settings
-        self._state = _State(settings.build())
-        self._finalizer = weakref.finalize(self, _close_forgotten, self._state)
+        self._state = State(settings.build())
+        self._finalizer = weakref.finalize(self, close_forgotten, self._state)
 
     def __repr__(self) -> str:
         state = getattr(self, "_state", None)
@@ -266,7 +209,7 @@ class ViberClient:
         self._finalizer.detach()
         for stream in list(state.streams):
             stream.stop()
-        _shut_down(state)
+        shut_down(state)
 
     # -- calls --------------------------------------------------------------------
 
@@ -441,32 +384,7 @@ class ViberClient:
         return stream
 
     def _ready(self) -> tuple[AsyncViberClient, Portal]:
-        state = self._state
-        if state.closed:
-            raise ClientClosedError("this ViberClient is closed; create a new one")
-        if state.pid != os.getpid():
-            with _FORK_LOCK:  # (threads racing to the first call in the child)
-                if state.pid != os.getpid():
-                    self._after_fork(state)
-        state.used = True
-        return state.client, state.portal
-
-    def _after_fork(self, state: _State) -> None:
-        # (Its portal was abandoned by the fork hook: its thread is dead here.)
-        if state.used:
-            reason = self._settings.cannot_cross_a_fork()
-            if reason is not None:
-                raise ConfigurationError(
-                    f"this ViberClient made calls in process {state.pid} before "
-                    f"it was forked, and it holds {reason}, which cannot be used "
-                    "in another process; create the client in each process (for "
-                    "Celery, in a worker_process_init handler) or do not use it "
-                    "before forking; nothing was sent"
-                )
-            LEFT_BEHIND.append(state.client)  # (its sockets are the parent's)
-            state.client = self._settings.build()
-        state.portal = Portal()
-        state.pid = os.getpid()
+        return ready(self._state, self._settings)
 
 
 def _closed_before(index: int) -> ClientClosedError:
@@ -504,38 +422,3 @@ def _explain_interrupt(
     add_note = getattr(interrupt, "add_note", None)
     if add_note is not None:  # (Python 3.11+)
         add_note(f"decisiontelecom_viber: {note}")
-
-
-def _shut_down(state: _State) -> None:
-    """Close the async client in its loop, then stop the loop's thread."""
-    portal = state.portal
-    if state.pid != os.getpid():
-        return  # (forked: the parent's thread is not here to stop)
-    if not portal.started:
-        # Never used: nothing was opened (and at exit no thread may start).
-        portal.stop()
-        return
-    try:
-        if not portal.in_loop_thread:
-            portal.call(state.client.aclose)
-    finally:
-        portal.stop()
-
-
-def _close_forgotten(state: _State) -> None:
-    """The finalizer (also run at exit): close a client nobody closed."""
-    if state.closed or state.pid != os.getpid():
-        return
-    state.closed = True
-    used = state.portal.started
-    try:
-        _shut_down(state)
-    finally:
-        # (After: a warning made an error must not skip the closing.)
-        if used:
-            warnings.warn(
-                "a ViberClient was not closed; use `with ViberClient(...)` or "
-                "call close() (closed now)",
-                ResourceWarning,
-                stacklevel=1,
-            )

@@ -15,30 +15,35 @@ passed here.
 Names (docs/observability.md): spans ``viber.send_message`` and
 ``viber.get_message_status`` (internal), ``POST`` per attempt (client, the
 HTTP semantic conventions); instruments ``viber.client.*``.
+
+Here: the `Telemetry` settings, and one client's `Instrumentation` (made by
+`instrument`), which starts its call spans and counts. The spans are in
+``_spans``, the instruments they record in are in ``_instruments``, and
+`guarded`, which keeps an OpenTelemetry failure from reaching a call, is in
+``_otelguard``; each of those imports OpenTelemetry just as optionally.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
-import logging
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import httpx
 
 from ._enums import MessageType
 from ._errors import ConfigurationError
+from ._instruments import DURATION_BOUNDS, instruments_for
+from ._otelguard import SCOPE, guarded
+from ._spans import AttemptSpan, CallSpan
 from ._version import package_version
 
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import metrics as otel_metrics
-    from opentelemetry import propagate, trace
+    from opentelemetry import trace
 except ImportError:  # pragma: no cover - the [otel] extra is not installed
     AVAILABLE = False
 else:
@@ -58,6 +63,8 @@ else:
     else:
         _SILENT_METER_PROVIDERS += (_ProxyMeterProvider,)
 
+# (The spans and DURATION_BOUNDS too: the pipeline, the calls and the
+# metrics take all of their telemetry from here.)
 __all__ = [
     "DURATION_BOUNDS",
     "AttemptSpan",
@@ -69,45 +76,7 @@ __all__ = [
     "type_label",
 ]
 
-SCOPE = "decisiontelecom_viber"
-
-logger = logging.getLogger("decisiontelecom_viber")
-
-Fn = TypeVar("Fn", bound=Callable[..., Any])
-
-
-def _guarded(default: Any = None) -> Callable[[Fn], Fn]:
-    """Wrap a telemetry function so that it never raises.
-
-    Telemetry never changes a call's outcome: an OpenTelemetry provider,
-    processor, exporter or propagator that raises is logged, and the call
-    goes on as if it were not there (*default* is returned).
-    """
-
-    def decorate(function: Fn) -> Fn:
-        @functools.wraps(function)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except Exception:
-                logger.warning(
-                    "OpenTelemetry failed in %s; the call goes on without it",
-                    function.__qualname__,
-                    exc_info=True,
-                )
-                return default
-
-        return cast(Fn, guarded)
-
-    return decorate
-
-
-# Seconds: OpenTelemetry's advice for HTTP client durations, longer at the
-# top (a send waiting behind a campaign's rate limit).
-DURATION_BOUNDS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-    1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
-)  # fmt: skip
+_CLIENT_NUMBERS = itertools.count(1)
 
 
 @attrs.frozen
@@ -129,85 +98,6 @@ class Telemetry:
     meter_provider: Any = None
 
 
-class _Instruments:
-    """One set of instruments per meter provider.
-
-    Created once per provider: the SDK ignores a second registration's
-    callbacks, so one gauge callback reports every live client.
-    """
-
-    def __init__(self, meter: Any) -> None:
-        self.messages = meter.create_counter(
-            "viber.client.messages",
-            unit="{message}",
-            description="Messages by outcome (sent, failed, unknown) and type.",
-        )
-        self.attempts = meter.create_counter(
-            "viber.client.attempts", unit="{request}", description="HTTP requests."
-        )
-        self.retries = meter.create_counter(
-            "viber.client.retries",
-            unit="{request}",
-            description="HTTP requests after a call's first.",
-        )
-        self.rate_limited = meter.create_counter(
-            "viber.client.rate_limited",
-            unit="{response}",
-            description="429 answers.",
-        )
-        self.duration = meter.create_histogram(
-            "viber.client.call.duration",
-            unit="s",
-            description="Calls, from start to outcome, retries included.",
-            explicit_bucket_boundaries_advisory=DURATION_BOUNDS,
-        )
-        self.limiter_wait = meter.create_histogram(
-            "viber.client.limiter.wait",
-            unit="s",
-            description="Time each attempt waited for the rate limiter.",
-            explicit_bucket_boundaries_advisory=DURATION_BOUNDS,
-        )
-        self.live: weakref.WeakSet[Instrumentation] = weakref.WeakSet()
-        meter.create_observable_gauge(
-            "viber.client.limiter.rate",
-            callbacks=[self._observe_rates],
-            unit="{request}/s",
-            description="The rate limiter's current rate, per client.",
-        )
-
-    def _observe_rates(self, options: Any) -> Iterable[Any]:
-        observation = otel_metrics.Observation
-        for live in list(self.live):
-            rate = live.current_rate()
-            if rate is not None:
-                yield observation(rate, live.client_attributes)
-
-
-# The instruments of each meter provider given (dropped with the provider),
-# and of the global one.
-_INSTRUMENTS: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_GLOBAL: list[_Instruments] = []
-_INSTRUMENTS_LOCK = threading.Lock()
-_CLIENT_NUMBERS = itertools.count(1)
-
-
-def _instruments_for(provider: Any) -> _Instruments:
-    with _INSTRUMENTS_LOCK:
-        held = _GLOBAL[0] if provider is None and _GLOBAL else None
-        if provider is not None:
-            held = _INSTRUMENTS.get(provider)
-        if held is None:
-            meter = otel_metrics.get_meter(
-                SCOPE, package_version(), meter_provider=provider
-            )
-            held = _Instruments(meter)
-            if provider is None:
-                _GLOBAL.append(held)
-            else:
-                _INSTRUMENTS[provider] = held
-        return held
-
-
 def instrument(
     config: Telemetry | None, base_url: httpx.URL, current_rate: Callable[[], Any]
 ) -> Instrumentation | None:
@@ -219,7 +109,7 @@ def instrument(
     return _build(config, base_url, current_rate)
 
 
-@_guarded()
+@guarded()
 def _build(
     config: Telemetry, base_url: httpx.URL, current_rate: Callable[[], Any]
 ) -> Instrumentation:
@@ -267,10 +157,10 @@ class Instrumentation:
             "server.address": base_url.host,
             "viber.client": next(_CLIENT_NUMBERS),
         }
-        self.instruments = _instruments_for(config.meter_provider)
+        self.instruments = instruments_for(config.meter_provider)
         self.instruments.live.add(self)
 
-    @_guarded()
+    @guarded()
     def start_call(
         self, operation: str, attributes: Mapping[str, Any]
     ) -> CallSpan | None:
@@ -323,7 +213,7 @@ class Instrumentation:
         if self._metering():
             self.count("retries", 1, details.operation)
 
-    @_guarded()
+    @guarded()
     def count(self, name: str, amount: float, operation: str) -> None:
         """Add to a counter, or record a limiter wait (for a traced call)."""
         instruments = self.instruments
@@ -338,133 +228,9 @@ class Instrumentation:
             instruments.limiter_wait.record(amount, attributes)
 
 
-class CallSpan:
-    """One call: its span, its attempts' spans, and what came of it."""
-
-    __slots__ = ("_instrumentation", "_operation", "_token", "span")
-
-    def __init__(
-        self, instrumentation: Instrumentation, span: Any, operation: str, token: Any
-    ) -> None:
-        self._instrumentation = instrumentation
-        self._operation = operation
-        self._token = token
-        self.span = span
-
-    @_guarded()
-    def start_attempt(
-        self, request: httpx.Request, resend_count: int
-    ) -> AttemptSpan | None:
-        """An attempt's client span, its ``traceparent`` put on *request*."""
-        instrumentation = self._instrumentation
-        if not instrumentation.http_spans or self._token is None:
-            return None  # (not tracing)
-        parent = trace.set_span_in_context(self.span)
-        attributes: dict[str, Any] = {
-            **instrumentation.http_attributes,
-            "url.full": instrumentation.url_full(request.url),
-        }
-        if resend_count:
-            attributes["http.request.resend_count"] = resend_count
-        span = instrumentation.tracer.start_span(
-            "POST", context=parent, kind=trace.SpanKind.CLIENT, attributes=attributes
-        )
-        propagate.inject(request.headers, context=trace.set_span_in_context(span))
-        return AttemptSpan(span)
-
-    def end(
-        self,
-        outcome: str,
-        duration: float,
-        *,
-        attempts: int,
-        message_type: str | None,
-        message_id: int | None,
-        error: BaseException | None,
-    ) -> None:
-        """Record the outcome: the span's attributes, the counters, the duration.
-
-        Called once, in the task that started the call.
-        """
-        if self._token is not None:
-            _detach(self._token)
-        try:
-            self._measure(outcome, duration, message_type)
-        finally:
-            self._end_span(outcome, attempts, message_id, error)
-
-    @_guarded()
-    def _measure(self, outcome: str, duration: float, message_type: str | None) -> None:
-        instruments = self._instrumentation.instruments
-        if message_type is not None:
-            instruments.messages.add(
-                1, {"viber.outcome": outcome, "viber.message_type": message_type}
-            )
-        instruments.duration.record(
-            duration, {"viber.operation": self._operation, "viber.outcome": outcome}
-        )
-
-    @_guarded()
-    def _end_span(
-        self,
-        outcome: str,
-        attempts: int,
-        message_id: int | None,
-        error: BaseException | None,
-    ) -> None:
-        span = self.span
-        if span.is_recording():
-            span.set_attribute("viber.outcome", outcome)
-            span.set_attribute("viber.attempts", attempts)
-            span.set_attribute("viber.retries", max(attempts - 1, 0))
-            if message_id is not None:
-                span.set_attribute("viber.message_id", message_id)
-            if error is not None:
-                span.set_attribute("error.type", _error_type(error))
-                span.set_status(trace.StatusCode.ERROR, type(error).__name__)
-        span.end()
-
-
-class AttemptSpan:
-    """One HTTP attempt's client span."""
-
-    __slots__ = ("span",)
-
-    def __init__(self, span: Any) -> None:
-        self.span = span
-
-    @_guarded()
-    def end(self, status: int | None, error: BaseException | None) -> None:
-        """End it with the status received, or the failure's class."""
-        span = self.span
-        if span.is_recording():
-            if status is not None:
-                span.set_attribute("http.response.status_code", status)
-            failed_status = status is not None and status >= 400
-            if error is not None or failed_status:
-                kind = (
-                    str(status)
-                    if failed_status or error is None
-                    else (_error_type(error))
-                )
-                span.set_attribute("error.type", kind)
-                span.set_status(trace.StatusCode.ERROR, kind)
-        span.end()
-
-
-@_guarded()
-def _detach(token: Any) -> None:
-    otel_context.detach(token)
-
-
 def type_label(code: MessageType) -> str:
     """A message type as metrics and spans name it (``"text"``, ...)."""
     return code.name.lower()
-
-
-def _error_type(error: BaseException) -> str:
-    # A class name, never the message (an error may quote the request).
-    return type(error).__qualname__
 
 
 def carry_context() -> Callable[[], Callable[[], None]] | None:

@@ -35,7 +35,7 @@ from decisiontelecom_viber import (
     ViberClient,
     ViberMessage,
 )
-from decisiontelecom_viber._sync import _close_forgotten
+from decisiontelecom_viber._syncstate import close_forgotten as _close_forgotten
 from decisiontelecom_viber.sandbox import SandboxConfig, SandboxServer, serve_sandbox
 
 from .rawhttp import RawServer, ThreadedRawServer, accepted, hang
