@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._scripts import GuardScripts
 
 
-__all__ = ["CallbackReconciler", "ReconcileStats"]
+__all__ = ["CallbackReconciler", "ReconcileStats", "StatusHandler"]
 
 logger = logging.getLogger("decisiontelecom_viber")
 
