@@ -1,85 +1,43 @@
 """`AsyncViberClient`: configuration, lifecycle and the public methods.
 
 Every call goes through one `Pipeline` (`_pipeline`): limiter, deadline,
-request, exchange, decoding, in that order. The client builds it from its
-settings, hands it each call's body, and closes it: `aclose` aborts the
-calls that have nothing on the wire and waits for those that have.
+request, exchange, decoding, in that order. The client's `ClientCore`
+(`_clientcore`) builds it from the settings, hands it each call's body, and
+closes it: `aclose` aborts the calls that have nothing on the wire and waits
+for those that have. The bulk entry points' streams are built in
+`_bulkcalls`, the argument checks and smaller parts in `_clientparts`.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import ssl
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
 import httpx
 
 from ._bulk import ProgressCallback, ResultStream
-from ._checks import check_count
-from ._clock import Clock, SystemClock
-from ._constants import (
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_KEEPALIVE_EXPIRY,
-    DEFAULT_MAX_CONNECTIONS,
-    SEND_PATH,
-    STATUS_PATH,
-)
-from ._context import before_write
+from ._bulkcalls import send_stream, status_stream
+from ._clientcore import ClientCore
+from ._clientparts import check_message_id, client_base_url, metrics_snapshot
+from ._clock import Clock
+from ._constants import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONNECTIONS
 from ._credentials import install_log_scrubber, resolve_credentials
 from ._errors import ClientClosedError, ConfigurationError, ValidationError
-from ._exchange import ClientExchange, Exchange, TransportExchange, close_with_loop
 from ._limits import Limiter, Priority, RateLimit, check_priority
-from ._metrics import ClientMetrics, Tally
+from ._metrics import ClientMetrics
 from ._models import MessageReceipt, SendResult, StatusResult, ViberMessage
-from ._options import (
-    DEFAULT,
-    DEFAULT_TIMEOUT,
-    Default,
-    coerce_message,
-    resolve_base_url,
-    resolve_limiter,
-    resolve_timeout,
-)
-from ._pipeline import Operation, Pipeline
+from ._options import DEFAULT, Default, coerce_message
 from ._polling import poll_until_final
-from ._retry import Retrier, RetryHook, RetryPolicy
-from ._signing import CallbackSigner
-from ._telemetry import Telemetry, instrument, type_label
-from ._transport import build_default_transport, environment_proxy
-from ._wire import (
-    decode_send_response,
-    decode_status_response,
-    encode_json,
-    encode_message,
-)
+from ._retry import RetryHook, RetryPolicy
+from ._telemetry import Telemetry
 
 
 __all__ = ["AsyncViberClient", "MessageLike"]
 
 MessageLike: TypeAlias = "ViberMessage | Mapping[str, Any]"
 """A `ViberMessage`, or a mapping of its field names."""
-
-
-def _check_message_id(message_id: object) -> int:
-    if (
-        isinstance(message_id, bool)
-        or not isinstance(message_id, int)
-        or message_id < 0
-    ):
-        raise ValidationError("message_id", "must be a non-negative integer")
-    return message_id
 
 
 class AsyncViberClient:
@@ -135,22 +93,9 @@ class AsyncViberClient:
         ConfigurationError: No access key, or an invalid setting.
     """
 
-    __slots__ = (
-        "_base_url",
-        "_callback",
-        "_clock",
-        "_closed",
-        "_exchange",
-        "_limiter",
-        "_loop_sentinel",
-        "_owns_exchange",
-        "_pipeline",
-        "_retrier",
-        "_send_op",
-        "_status_op",
-        "_tally",
-        "_telemetry",
-    )
+    # The machinery lives in one collaborator (`ClientCore`); the exchange
+    # is also kept here, where white-box tests look at its TLS settings.
+    __slots__ = ("_base_url", "_closed", "_core", "_exchange")
 
     def __init__(
         self,
@@ -180,89 +125,25 @@ class AsyncViberClient:
             raise resolved
         credentials = resolved
         install_log_scrubber(credentials)
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        self._base_url = resolve_base_url(
-            base_url, allow_insecure_http=allow_insecure_http
+        self._base_url = client_base_url(base_url, allow_insecure_http)
+        self._core = ClientCore(
+            credentials,
+            self._base_url,
+            timeout=timeout,
+            retry=retry,
+            rate_limit=rate_limit,
+            http_client=http_client,
+            max_connections=max_connections,
+            verify=verify,
+            proxy=proxy,
+            on_retry=on_retry,
+            callback_url=callback_url,
+            callback_secret=callback_secret,
+            callback_reference=callback_reference,
+            clock=clock,
+            telemetry=telemetry,
         )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError("retry must be a RetryPolicy or None")
-        self._clock: Clock = clock if clock is not None else SystemClock()
-        self._limiter = resolve_limiter(rate_limit, self._clock)
-        self._tally = Tally()
-        hooks = (on_retry,) if callable(on_retry) else tuple(on_retry)
-        self._telemetry = instrument(
-            telemetry, self._base_url, _rate_reader(self._limiter)
-        )
-        if self._telemetry is not None:
-            # Retries counted where client.metrics counts them: scheduled.
-            hooks = (*hooks, self._telemetry.count_retry)
-        self._retrier = Retrier(
-            retry,
-            self._clock,
-            hooks=hooks,
-            paced=self._limiter is not None,
-            tally=self._tally,
-        )
-        if http_client is not None:
-            if proxy is not DEFAULT or verify is not True:
-                raise ConfigurationError(
-                    "proxy and verify configure the default transport; with "
-                    "http_client=..., configure them on your httpx.AsyncClient"
-                )
-            if isinstance(timeout, Default):
-                timeout = http_client.timeout
-            self._exchange: Exchange = ClientExchange(http_client, credentials.scrub)
-            self._owns_exchange = False
-        else:
-            check_max_connections(max_connections)
-            self._exchange = TransportExchange(
-                build_default_transport(
-                    verify=verify,
-                    max_connections=max_connections,
-                    keepalive_expiry=DEFAULT_KEEPALIVE_EXPIRY,
-                    proxy=(
-                        environment_proxy(self._base_url)
-                        if isinstance(proxy, Default)
-                        else proxy
-                    ),
-                ),
-                credentials.scrub,
-            )
-            self._owns_exchange = True
-        self._pipeline = Pipeline(
-            exchange=self._exchange,
-            limiter=self._limiter,
-            retrier=self._retrier,
-            credentials=credentials,
-            headers=credentials.headers(http_client.headers if http_client else None),
-            timeout=(
-                DEFAULT_TIMEOUT
-                if isinstance(timeout, Default)
-                else resolve_timeout(timeout)
-            ),
-            clock=self._clock,
-            tally=self._tally,
-            telemetry=self._telemetry,
-            on_bind=self._bound if self._owns_exchange else None,
-        )
-        self._loop_sentinel: AsyncGenerator[None, None] | None = None
-        root = self._base_url.path
-        self._send_op = Operation(
-            "send_message",
-            self._base_url.join(f"{root}/{SEND_PATH}"),
-            idempotent=False,
-            decode=decode_send_response,
-        )
-        self._status_op = Operation(
-            "get_message_status",
-            self._base_url.join(f"{root}/{STATUS_PATH}"),
-            idempotent=True,
-            decode=decode_status_response,
-        )
-        self._callback = CallbackSigner.build(
-            callback_url, callback_secret, callback_reference
-        )
+        self._exchange = self._core.exchange
         self._closed = False
 
     def __repr__(self) -> str:
@@ -282,39 +163,28 @@ class AsyncViberClient:
     @property
     def clock(self) -> Clock:
         """The clock the client reads time from and waits with."""
-        return self._clock
+        return self._core.clock
 
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force (one attempt when retries are off)."""
-        return self._retrier.policy
+        return self._core.retrier.policy
 
     @property
     def rate_limiter(self) -> Limiter | None:
         """The limiter every call goes through (None when not limited)."""
-        return self._limiter
+        return self._core.limiter
 
     @property
     def current_rate(self) -> float | None:
         """Requests per second the limiter allows now; None when unlimited."""
-        return self._limiter.current_rate if self._limiter is not None else None
+        limiter = self._core.limiter
+        return limiter.current_rate if limiter is not None else None
 
     @property
     def metrics(self) -> ClientMetrics:
         """A snapshot of this client's counters, for your metrics system."""
-        tally = self._tally
-        limiter = self._limiter
-        return ClientMetrics(
-            attempts=tally.attempts,
-            retries=tally.retries,
-            rate_limited=tally.rate_limited,
-            limiter_waits=tally.limiter_waits,
-            limiter_wait=tally.limiter_wait,
-            current_rate=limiter.current_rate if limiter is not None else None,
-            estimated_limit=limiter.estimated_limit if limiter is not None else None,
-            outcomes=dict(tally.outcomes),
-            send_latency=tally.send_latency(),
-        )
+        return metrics_snapshot(self._core.tally, self._core.limiter)
 
     @property
     def is_closed(self) -> bool:
@@ -351,23 +221,7 @@ class AsyncViberClient:
         """
         first = not self._closed
         self._closed = True
-        if self._telemetry is not None:
-            self._telemetry.retire()  # (its rate is no longer observed)
-        try:
-            if self._pipeline.owns_current_loop():
-                # A second aclose() waits for the first one's calls too.
-                await self._pipeline.close()
-        finally:
-            if first:
-                sentinel, self._loop_sentinel = self._loop_sentinel, None
-                if sentinel is not None and self._pipeline.owns_current_loop():
-                    await sentinel.aclose()  # closes the exchange
-                if self._owns_exchange:
-                    await self._exchange.aclose()
-
-    def _bound(self) -> None:
-        # The pool belongs to this loop now: close it when the loop shuts down.
-        self._loop_sentinel = close_with_loop(self._exchange)
+        await self._core.close(first=first)
 
     async def send_message(
         self, message: MessageLike, *, priority: Priority = "high"
@@ -401,7 +255,7 @@ class AsyncViberClient:
                 than the one of its first call; nothing was sent.
         """
         priority = check_priority(priority)
-        return await self._send_validated(coerce_message(message), priority)
+        return await self._core.send(coerce_message(message), priority)
 
     async def get_message_status(
         self, message_id: int, *, priority: Priority = "high"
@@ -423,11 +277,8 @@ class AsyncViberClient:
             ConfigurationError: The client is used from another event loop.
         """
         priority = check_priority(priority)
-        message_id = _check_message_id(message_id)
-        body = encode_json({"message_id": message_id})
-        return await self._pipeline.run(
-            self._status_op, body, priority, message_id=message_id
-        )
+        message_id = check_message_id(message_id)
+        return await self._core.status(message_id, priority)
 
     def callback_url_for(self, reference: str) -> str | None:
         """The client's callback URL carrying *reference*, signed.
@@ -445,10 +296,10 @@ class AsyncViberClient:
         """
         if not reference:
             raise ValidationError("reference", "must be a non-empty string")
-        if self._callback is None:
+        if self._core.callback is None:
             return None
         try:
-            return self._callback.signed_for(reference)
+            return self._core.callback.signed_for(reference)
         except UnicodeError:
             raise ValidationError("reference", "is not valid Unicode") from None
 
@@ -506,24 +357,19 @@ class AsyncViberClient:
         """
         self._check_open()
         priority = check_priority(priority)
-        for name, callback in (("on_write", on_write), ("on_refused", on_refused)):
-            if callback is not None and not callable(callback):
-                raise ConfigurationError(f"{name} must be callable")
-        return ResultStream(
+        return send_stream(
             messages,
-            functools.partial(
-                self._send_item,
-                priority=priority,
-                on_write=on_write,
-                on_refused=on_refused,
-            ),
+            self._core.pipeline,
+            self._core.send_op,
+            self._core.callback,
+            clock=self._core.clock,
             concurrency=concurrency,
             ordered=ordered,
-            outcome=_send_outcome,
-            clock=self._clock,
             on_progress=on_progress,
             progress_interval=progress_interval,
-            name="messages",
+            priority=priority,
+            on_write=on_write,
+            on_refused=on_refused,
         )
 
     def get_message_statuses(
@@ -545,16 +391,15 @@ class AsyncViberClient:
         """
         self._check_open()
         priority = check_priority(priority)
-        return ResultStream(
+        return status_stream(
             message_ids,
-            functools.partial(self._status_item, priority=priority),
+            self.get_message_status,
+            clock=self._core.clock,
             concurrency=concurrency,
             ordered=ordered,
-            outcome=_status_outcome,
-            clock=self._clock,
             on_progress=on_progress,
             progress_interval=progress_interval,
-            name="message_ids",
+            priority=priority,
         )
 
     async def wait_for_status(
@@ -588,131 +433,18 @@ class AsyncViberClient:
             ValidationError: *message_id*, *timeout* or a poll interval is
                 invalid.
         """
-        message_id = _check_message_id(message_id)
+        message_id = check_message_id(message_id)
         priority = check_priority(priority)
         return await poll_until_final(
             lambda: self.get_message_status(message_id, priority=priority),
             message_id=message_id,
-            clock=self._clock,
+            clock=self._core.clock,
             timeout=timeout,
             poll_initial=poll_initial,
             poll_max=poll_max,
             until=until,
         )
 
-    async def _send_item(
-        self,
-        index: int,
-        item: object,
-        *,
-        priority: Priority,
-        on_write: Callable[[int], None] | None = None,
-        on_refused: Callable[[int], None] | None = None,
-    ) -> SendResult:
-        try:
-            message = coerce_message(item)
-            if self._callback is not None:
-                message = self._callback.attach(message)
-        except Exception as error:  # noqa: BLE001 - one result per item, always
-            return SendResult(index, item, error=error)
-        token = (
-            None
-            if on_write is None
-            else before_write.set(_OnWrite(on_write, on_refused, index))
-        )
-        try:
-            message_id = await self._pipeline.run(
-                self._send_op,
-                encode_message(message),
-                priority,
-                message_type=type_label(message.message_type),
-            )
-        except Exception as error:  # noqa: BLE001 - one result per item, always
-            return SendResult(index, message, error=error)
-        finally:
-            if token is not None:
-                before_write.reset(token)
-        return SendResult(index, message, message_id=message_id)
-
-    async def _status_item(
-        self, index: int, item: object, *, priority: Priority
-    ) -> StatusResult:
-        try:
-            receipt = await self.get_message_status(
-                _check_message_id(item), priority=priority
-            )
-        except Exception as error:  # noqa: BLE001 - one result per item, always
-            return StatusResult(index, item, error=error)
-        return StatusResult(index, item, receipt=receipt)
-
-    async def _send_validated(self, message: ViberMessage, priority: Priority) -> int:
-        if self._callback is not None:
-            message = self._callback.attach(message)
-        return await self._pipeline.run(
-            self._send_op,
-            encode_message(message),
-            priority,
-            message_type=type_label(message.message_type),
-        )
-
     def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError
-
-
-def _rate_reader(limiter: Limiter | None) -> Callable[[], float | None]:
-    """The limiter's rate for the gauge (holding the limiter, not the client)."""
-
-    def read() -> float | None:
-        if limiter is None:
-            return None
-        try:
-            return limiter.current_rate
-        except Exception:  # noqa: BLE001 - a user's limiter: no measurement
-            return None
-
-    return read
-
-
-def check_max_connections(value: object) -> None:
-    """Raise `ConfigurationError` unless *value* is an int >= 1."""
-    check_count("max_connections", value)
-
-
-class _OnWrite:
-    """The `before_write` hook of one bulk item: *on_write* once per write.
-
-    Called again after *on_refused* (the attempt was refused for sure, a
-    retry waits).
-    """
-
-    __slots__ = ("_called", "_index", "_on_refused", "_on_write")
-
-    def __init__(
-        self,
-        on_write: Callable[[int], None],
-        on_refused: Callable[[int], None] | None,
-        index: int,
-    ) -> None:
-        self._on_write = on_write
-        self._on_refused = on_refused
-        self._index = index
-        self._called = False
-
-    def __call__(self) -> None:
-        if not self._called:
-            self._on_write(self._index)
-            self._called = True  # (after: a failed call refuses the retry too)
-
-    def not_written(self) -> None:
-        if self._on_refused is not None and self._called:
-            self._on_refused(self._index)
-            self._called = False
-
-
-def _send_outcome(result: SendResult) -> str:
-    return result.outcome.value
-
-
-def _status_outcome(result: StatusResult) -> str:
-    return "ok" if result.ok else "failed"

@@ -23,12 +23,16 @@ One attempt runs, in this order and nowhere else:
 ``Retrier.call`` runs attempts until one succeeds or may not be retried.
 `Calls` knows which calls have a request on the wire; `close` aborts the
 others (`ClientClosedError`) and waits for those.
+
+This module holds that order; what each step leans on is kept apart, so the
+order reads in one place: the limiter's permits in `_pacing`, an attempt's
+time bounds in `_timeouts`, the `before_write` hook's runners in
+`_writehooks`, and the counting and tracing of outcomes in `_meter`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -37,36 +41,29 @@ import attrs
 import httpx
 
 from ._calls import Call, Calls
-from ._cancel import timeout_at
 from ._clock import Clock
-from ._context import before_write, wire_witness, worker
+from ._context import wire_witness, worker
 from ._credentials import Credentials
 from ._errors import (
-    APIConnectionError,
     ClientClosedError,
     ConfigurationError,
     DeadlineExceededError,
-    LimiterError,
     OutcomeUnknownError,
     RateLimitError,
     ViberError,
-    WriteRefusedError,
 )
 from ._exchange import Answer, Exchange
-from ._limits import (
-    Feedback,
-    Limiter,
-    Permit,
-    Priority,
-    RateLimitHeaders,
-    parse_rate_limit_headers,
-)
+from ._limits import Limiter, Priority, RateLimitHeaders, parse_rate_limit_headers
+from ._meter import Meter
 from ._metrics import Tally
-from ._outcomes import Verdict, call_outcome, verdict
+from ._outcomes import Verdict, verdict
+from ._pacing import Pacer, release
 from ._retry import Retrier
 from ._telemetry import AttemptSpan, Instrumentation
+from ._timeouts import attempt_timeouts, exchange_by, never_written
 from ._transport import wire_signal
 from ._wire import retry_after_header
+from ._writehooks import run_before_write, run_not_written
 
 
 __all__ = ["Operation", "Pipeline"]
@@ -75,12 +72,6 @@ logger = logging.getLogger("decisiontelecom_viber")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-
-# Once the request is written, the call's deadline is enforced a little
-# after the attempt's own timeouts, so that those (more precise) fire first.
-_DEADLINE_GRACE = 0.05
-_DEADLINE_PASSED = "the call's deadline passed while waiting for the answer"
-_AIOHTTP_CEIL_THRESHOLD = 5.0
 
 
 class Decoder(Protocol[T_co]):
@@ -107,19 +98,6 @@ class Operation(Generic[T]):
     url: httpx.URL
     idempotent: bool
     decode: Decoder[T]
-
-
-def takes_priority(limiter: Limiter) -> bool:
-    """Whether *limiter*'s ``acquire`` names a ``priority`` parameter.
-
-    User limiters written before priorities may not; one that only forwards
-    ``**kwargs`` is not trusted with it either (what it forwards to may not).
-    """
-    try:
-        parameters = inspect.signature(limiter.acquire).parameters
-    except (TypeError, ValueError):
-        return False
-    return "priority" in parameters
 
 
 class Pipeline:
@@ -155,14 +133,13 @@ class Pipeline:
         self._telemetry = telemetry
         self._on_bind = on_bind
         self._exchange = exchange
-        self._limiter = limiter
-        self._takes_priority = limiter is not None and takes_priority(limiter)
+        self._meter = Meter(tally, telemetry, clock)
+        self._pacer = None if limiter is None else Pacer(limiter, self._meter)
         self._retrier = retrier
         self._credentials = credentials
         self._headers = headers
         self._timeout_ext = timeout.as_dict()
         self._clock = clock
-        self._tally = tally
         self._calls = Calls()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -203,56 +180,28 @@ class Pipeline:
                 else self._settle(operation, body, priority, call)
             )
         except BaseException as error:
-            self._observe(
+            self._meter.observe(
                 operation.idempotent, call, started, error, message_type, message_id
             )
             raise
         if isinstance(value, int):
             message_id = value
-        self._observe(
+        self._meter.observe(
             operation.idempotent, call, started, None, message_type, message_id
         )
         return value
-
-    def _observe(
-        self,
-        idempotent: bool,
-        call: Call,
-        started: float,
-        error: BaseException | None,
-        message_type: str | None,
-        message_id: int | None,
-    ) -> None:
-        """Count what came of *call* (and end its span)."""
-        outcome = call_outcome(idempotent, error, in_doubt=call.in_doubt)
-        duration = self._clock.monotonic() - started
-        if message_type is not None:
-            self._tally.count_send(outcome, duration)
-        span = call.span
-        if span is not None:
-            try:
-                span.end(
-                    outcome,
-                    duration,
-                    attempts=call.attempts,
-                    message_type=message_type,
-                    message_id=message_id,
-                    error=error,
-                )
-            except Exception:
-                logger.exception("could not record a call's telemetry")
 
     async def _settle(
         self, operation: Operation[T], body: bytes, priority: Priority, call: Call
     ) -> T:
         """The call's attempts; its failure as the error its outcome calls for."""
         try:
-            if self._limiter is not None and worker.get() is not None:
+            if self._pacer is not None and worker.get() is not None:
                 # A bulk item's deadline starts when the limiter first lets
                 # it go: waiting behind the stream's own items is not its
                 # wait, and would fail items the API could have taken.
                 started = self._clock.monotonic()
-                call.first_permit = await self._acquire(
+                call.first_permit = await self._pacer.acquire(
                     None, priority, operation.name, call
                 )
                 call.first_granted_at = started + call.first_permit.waited
@@ -273,7 +222,7 @@ class Pipeline:
         finally:
             self._calls.finish(call)
             if call.first_permit is not None:  # aborted before its attempt
-                self._release(call.first_permit, self._clock.monotonic(), None)
+                release(call.first_permit, self._clock, self._clock.monotonic(), None)
         if call.maybe_processed and verdict(failure) is not Verdict.UNKNOWN:
             # This attempt failed for sure (or never started), but an
             # earlier one may have been processed: the outcome is unknown.
@@ -309,8 +258,10 @@ class Pipeline:
             sent_at = call.first_granted_at
         else:
             sent_at = clock.monotonic()
-            if self._limiter is not None:
-                permit = await self._acquire(write_by, priority, operation.name, call)
+            if self._pacer is not None:
+                permit = await self._pacer.acquire(
+                    write_by, priority, operation.name, call
+                )
                 sent_at += permit.waited
         hooked = False
         attempt_span: AttemptSpan | None = None
@@ -327,11 +278,21 @@ class Pipeline:
                 operation.url,
                 headers=self._headers,
                 content=body,
-                extensions={"timeout": self._timeouts(deadline, write_by)},
+                extensions={
+                    "timeout": attempt_timeouts(
+                        self._timeout_ext,
+                        deadline,
+                        write_by,
+                        clock,
+                        pool_bounds_connecting=(
+                            self._exchange.pool_timeout_bounds_connecting
+                        ),
+                    )
+                },
             )
-            hooked = await _run_before_write()
+            hooked = await run_before_write()
             call.attempts += 1
-            self._count("attempts", operation=operation.name, call=call)
+            self._meter.count("attempts", operation=operation.name, call=call)
             attempt_span = (
                 None
                 if call.span is None
@@ -362,7 +323,7 @@ class Pipeline:
         finally:
             # Also on cancellation: every permit is released, once.
             if permit is not None:
-                self._release(permit, sent_at, status, limits, failure, asked_wait)
+                release(permit, clock, sent_at, status, limits, failure, asked_wait)
         # Only a failure gets here.
         if attempt_span is not None and status is not None:
             attempt_span.end(status, failure)  # (before any await: cancellable)
@@ -374,9 +335,9 @@ class Pipeline:
             if witness is not None:
                 witness.written = False
             if hooked:
-                await _run_not_written()
+                await run_not_written()
         if isinstance(failure, RateLimitError):
-            self._count("rate_limited", operation=operation.name, call=call)
+            self._meter.count("rate_limited", operation=operation.name, call=call)
         if verdict(failure) is Verdict.UNKNOWN:
             call.maybe_processed = True
         self._credentials.scrub_error(failure)
@@ -393,7 +354,7 @@ class Pipeline:
         self._calls.begin_exchange(call)
         token = wire_signal.set(call)  # the transport tells the call
         try:
-            answer = await self._exchange_by(request, deadline)
+            answer = await exchange_by(self._exchange, request, deadline, self._clock)
         except ViberError as error:
             failure = error
         else:
@@ -411,103 +372,10 @@ class Pipeline:
         if call.tracked and not call.wrote:
             # The transport started the request and never handed it a
             # connection: none of it left the process, whatever the error.
-            failure = _never_written(failure)
+            failure = never_written(failure)
         self._credentials.scrub_error(failure)  # before anything shows it
         logger.debug("POST %s failed: %s", request.url.path, failure)
         raise failure from None
-
-    async def _exchange_by(
-        self, request: httpx.Request, deadline: float | None
-    ) -> Answer:
-        """Exchange *request*, giving up at *deadline* (an unknown outcome)."""
-        if deadline is None:
-            return await self._exchange(request)
-        loop = asyncio.get_running_loop()
-        left = deadline - self._clock.monotonic() + _DEADLINE_GRACE
-        try:
-            async with timeout_at(loop.time() + left):
-                return await self._exchange(request)
-        except asyncio.TimeoutError:
-            pass
-        # Raised outside the except block: no cancellation in its context.
-        raise OutcomeUnknownError(_DEADLINE_PASSED)
-
-    async def _acquire(
-        self, deadline: float | None, priority: Priority, operation: str, call: Call
-    ) -> Permit:
-        """A permit; the limiter's own failure is a `LimiterError` (never sent)."""
-        limiter = self._limiter
-        assert limiter is not None  # noqa: S101 - callers check
-        try:
-            if self._takes_priority:
-                permit = await limiter.acquire(deadline, priority=priority)
-            else:
-                permit = await limiter.acquire(deadline)
-            waited = float(permit.waited)
-        except ViberError:
-            raise
-        except Exception as error:
-            name = type(error).__name__
-            raise LimiterError(
-                f"the rate limiter failed ({name}); nothing was sent"
-            ) from error
-        if waited:
-            self._count("limiter_waits")
-            self._count("limiter_wait", waited)
-        if call.span is not None:
-            self._count_otel("limiter_wait", waited, operation)
-        return permit
-
-    def _release(
-        self,
-        permit: Permit,
-        sent_at: float,
-        status: int | None,
-        limits: RateLimitHeaders | None = None,
-        failure: ViberError | None = None,
-        asked_wait: float | None = None,
-    ) -> None:
-        feedback = Feedback(
-            sent_at,
-            self._clock.monotonic(),
-            status,
-            isinstance(failure, RateLimitError),
-            asked_wait,
-            limits,
-        )
-        try:
-            permit.release(feedback)
-        except Exception:
-            # The request's outcome is known; a limiter's bug must not hide it.
-            logger.exception("the rate limiter failed to release a permit")
-
-    def _timeouts(
-        self, deadline: float | None, write_by: float | None
-    ) -> dict[str, float | None]:
-        if deadline is None or write_by is None:
-            return self._timeout_ext
-        now = self._clock.monotonic()
-        # Getting a connection must end by the write-by time, so that no
-        # request is written later; the answer may take until the deadline.
-        # (aiohttp rounds a timeout above 5 s up to a whole second of loop
-        # time: one second less covers that.)
-        connect = write_by - now
-        if connect > _AIOHTTP_CEIL_THRESHOLD:
-            connect -= 1.0
-        pool = connect
-        if not self._exchange.pool_timeout_bounds_connecting:
-            # httpx waits for the pool, then connects: the two add up.
-            pool = connect = connect / 2
-        limits = {
-            "pool": pool,
-            "connect": connect,
-            "write": deadline - now,
-            "read": deadline - now,
-        }
-        return {
-            phase: _cut(value, limits.get(phase, deadline - now))
-            for phase, value in self._timeout_ext.items()
-        }
 
     def _stopping(self) -> bool:
         """Whether the client or the caller's bulk stream is closing."""
@@ -523,29 +391,6 @@ class Pipeline:
             raise ClientClosedError(
                 "the result stream was closed before this request was written"
             )
-
-    def _count(
-        self,
-        counter: str,
-        amount: float = 1,
-        *,
-        operation: str | None = None,
-        call: Call | None = None,
-    ) -> None:
-        context = worker.get()
-        for tally in (self._tally, context.tally if context else None):
-            if tally is not None:
-                setattr(tally, counter, getattr(tally, counter) + amount)
-        if operation is not None and call is not None and call.span is not None:
-            # (No span: no SDK is configured, nothing would be recorded.)
-            self._count_otel(counter, amount, operation)
-
-    def _count_otel(self, counter: str, amount: float, operation: str) -> None:
-        if self._telemetry is not None:
-            try:
-                self._telemetry.count(counter, amount, operation)
-            except Exception:
-                logger.exception("could not record a measurement")
 
     # -- event loop and closing -------------------------------------------------
 
@@ -584,61 +429,3 @@ class Pipeline:
 
 async def _refused_closed() -> Any:
     raise ClientClosedError
-
-
-async def _run_not_written() -> None:
-    """Tell the task's hook its write was not processed (best effort)."""
-    hook = before_write.get()
-    undo = getattr(hook, "not_written", None)
-    if undo is None:
-        return
-    try:
-        pending = undo()
-        if inspect.isawaitable(pending):
-            await pending
-    except Exception as error:  # noqa: BLE001 - the mark stays: in doubt, safely
-        logger.debug(
-            "could not record that a refused request is not on the wire: %s", error
-        )
-
-
-async def _run_before_write() -> bool:
-    """Run the task's `before_write` hook (whether there is one).
-
-    Its failure means "do not write".
-    """
-    hook = before_write.get()
-    if hook is None:
-        return False
-    try:
-        pending = hook()
-        if inspect.isawaitable(pending):
-            await pending
-    except Exception as error:
-        if isinstance(error, ViberError) and verdict(error) is Verdict.FAILED:
-            raise  # (its own never-sent error, e.g. RedisUnavailableError)
-        name = type(error).__name__
-        raise WriteRefusedError(
-            f"the record due before writing failed ({name}); nothing was sent"
-        ) from error
-    return True
-
-
-def _cut(value: float | None, left: float) -> float | None:
-    left = max(left, 0.001)
-    return left if value is None else min(value, left)
-
-
-def _never_written(failure: ViberError) -> ViberError:
-    """*failure* of a request none of which was written, as a never-sent error."""
-    if verdict(failure) is not Verdict.UNKNOWN:
-        return failure
-    if isinstance(failure, OutcomeUnknownError) and failure.reason == _DEADLINE_PASSED:
-        return DeadlineExceededError("a connection")
-    never = APIConnectionError(
-        f"failed before the request was written: {failure.reason}"
-        if isinstance(failure, OutcomeUnknownError)
-        else f"failed before the request was written: {failure}"
-    )
-    never.cause_type = failure.cause_type
-    return never
