@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 
 
-__all__ = ["Receive", "Scope", "Send", "serve_lifespan"]
+__all__ = ["Message", "Receive", "Scope", "Send", "serve_lifespan"]
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]

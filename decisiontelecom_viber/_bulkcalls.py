@@ -22,6 +22,7 @@ from ._errors import ConfigurationError
 from ._limits import Priority
 from ._models import MessageReceipt, SendResult, StatusResult
 from ._options import coerce_message
+from ._outcomes import outcome_label
 from ._pipeline import Operation, Pipeline
 from ._signing import CallbackSigner
 from ._telemetry import type_label
@@ -81,7 +82,7 @@ def send_stream(
         ),
         concurrency=concurrency,
         ordered=ordered,
-        outcome=_send_outcome,
+        outcome=outcome_label,
         clock=clock,
         on_progress=on_progress,
         progress_interval=progress_interval,
@@ -205,10 +206,6 @@ class _OnWrite:
         if self._on_refused is not None and self._called:
             self._on_refused(self._index)
             self._called = False
-
-
-def _send_outcome(result: SendResult) -> str:
-    return result.outcome.value
 
 
 def _status_outcome(result: StatusResult) -> str:

@@ -18,6 +18,7 @@ into the verdict. All three are pure and table-tested.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
 from ._errors import (
     APIConnectionError,
@@ -32,6 +33,7 @@ __all__ = [
     "SendOutcome",
     "Verdict",
     "call_outcome",
+    "outcome_label",
     "send_outcome",
     "should_retry",
     "verdict",
@@ -88,6 +90,18 @@ def send_outcome(error: BaseException | None) -> SendOutcome:
     if verdict(error) is Verdict.UNKNOWN:
         return SendOutcome.UNKNOWN
     return SendOutcome.FAILED
+
+
+class _Settled(Protocol):
+    """A result that says how its send ended (`SendResult`, `SendOnceResult`)."""
+
+    @property
+    def outcome(self) -> SendOutcome: ...
+
+
+def outcome_label(result: _Settled) -> str:
+    """The bulk summary's label for a send's result: its outcome's value."""
+    return result.outcome.value
 
 
 def call_outcome(

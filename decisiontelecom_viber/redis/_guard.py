@@ -44,6 +44,7 @@ from .._errors import ConfigurationError, ValidationError
 from .._limits import Priority, check_priority
 from .._models import ViberMessage
 from .._options import coerce_message
+from .._outcomes import outcome_label
 from ._reconcile import CallbackReconciler, StatusHandler
 from ._records import SendOnceResult, SendRecord
 from ._scripts import GuardScripts
@@ -252,7 +253,7 @@ class SendOnceGuard:
             process,
             concurrency=concurrency,
             ordered=ordered,
-            outcome=_outcome,
+            outcome=outcome_label,
             clock=client.clock,  # the client's time, for the summary
             on_progress=on_progress,
             progress_interval=progress_interval,
@@ -382,9 +383,3 @@ class SendOnceGuard:
         self._check_client(client)
         redis_key = self.record_key(dedupe_key)
         return await self._flow.send(client, message, dedupe_key, redis_key, priority)
-
-
-# (Its twin is `_client._send_outcome`, for `SendResult`: both read the
-# result's `outcome` for the bulk summary.)
-def _outcome(result: SendOnceResult) -> str:
-    return result.outcome.value
