@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ from decisiontelecom_viber import (
     SendOutcome,
     ViberMessage,
 )
+from decisiontelecom_viber._limits import Priority
 from decisiontelecom_viber.redis import (
     RedisUnavailableError,
     SendOnceGuard,
@@ -76,7 +77,9 @@ class Gate:
     def bind(self, clock: object) -> None:
         pass
 
-    async def acquire(self, deadline: float | None = None) -> Gate:
+    async def acquire(
+        self, deadline: float | None = None, priority: Priority = "normal"
+    ) -> Gate:
         self.waiting += 1
         await self.opened.wait()
         return self
@@ -293,7 +296,7 @@ async def test_late_claims_never_strand_a_key(
     eater: ReplyEater, redis_client: Redis, server: raw.RawServer, retries: int
 ) -> None:
     """Claims that reach Redis after the guard gave up: the key stays free."""
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if retries:
         options = {
             "retry": Retry(NoBackoff(), retries),

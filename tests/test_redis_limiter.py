@@ -102,7 +102,7 @@ class TestGcra:
 
     async def test_workers_share_the_slots(self, scripts: LimiterScripts) -> None:
         """Two workers asking in turn get interleaved slots, never the same one."""
-        slots = []
+        slots: list[float] = []
         for now in (100.0, 100.0, 100.0, 100.0, 100.1, 100.1):
             reply = await scripts.acquire(
                 KEY, params(burst=1), want=1, horizon=0.1, now=now
@@ -323,7 +323,8 @@ class TestRefusals:
             now=100.01,
         )
 
-        assert (10.0, 101.01) == (report.rate, pytest.approx(report.paused_until))
+        assert 10.0 == report.rate
+        assert pytest.approx(101.01) == report.paused_until
 
     async def test_the_rate_climbs_back_but_not_above_the_configured_one(
         self, scripts: LimiterScripts
@@ -574,7 +575,8 @@ class TestPriority:
 
         assert waiting.registered
         assert ((), 1) == (soon.slots, soon.high_elsewhere)
-        assert ((pytest.approx(100.6),), 0) == (later.slots, later.high_elsewhere)
+        assert pytest.approx((100.6,)) == later.slots
+        assert 0 == later.high_elsewhere
 
     async def test_a_high_priority_caller_goes_first_in_its_worker(
         self, redis_client: Redis
@@ -1005,7 +1007,7 @@ class TestSettings:
         ],
     )
     async def test_invalid_settings_are_refused(
-        self, redis_client: Redis, options: dict[str, object]
+        self, redis_client: Redis, options: dict[str, Any]
     ) -> None:
         """Each setting is checked when the limiter is built."""
         with pytest.raises(ConfigurationError):
@@ -1023,9 +1025,9 @@ class TestSettings:
             rates.append((before, limiter.current_rate))
             await limiter.aclose()
 
-        assert [(9.9, 9.9), (10.0, 10.0)] == [
-            (pytest.approx(a), pytest.approx(b)) for a, b in rates
-        ]
+        for expected, (before, after) in zip((9.9, 10.0), rates, strict=True):
+            assert pytest.approx(expected) == before
+            assert pytest.approx(expected) == after
 
     async def test_reset_forgets_the_shared_state(self, redis_client: Redis) -> None:
         """After reset() there is no shared state until the next call."""
@@ -1059,7 +1061,7 @@ async def test_a_grant_never_wins_over_the_callers_cancel(
     monkeypatch.setattr(_waiters.WaitQueue, "grant", grant_and_cancel)
     limiter = RedisLimiter(redis_client, RateLimit(rate=5), key=KEY)
     waiter = asyncio.create_task(limiter.acquire(time.monotonic() + 10))
-    victims.append(waiter)  # type: ignore[arg-type]
+    victims.append(waiter)
 
     await asyncio.gather(waiter, return_exceptions=True)
     await limiter.aclose()

@@ -117,8 +117,10 @@ async def test_broken_answers_are_settled_by_their_callbacks(
         # Every callback has arrived: the unknown ones settled, the rest
         # confirmed (a loaded machine delivers the last ones late).
         await eventually(
-            lambda: reconciler.stats.settled >= len(unknown)
-            and reconciler.stats.confirmed >= 200 - len(unknown),
+            lambda: (
+                reconciler.stats.settled >= len(unknown)
+                and reconciler.stats.confirmed >= 200 - len(unknown)
+            ),
             30.0,
         )
         truth = references(sandbox.sandbox.messages_json())

@@ -16,10 +16,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import httpx
@@ -50,7 +50,8 @@ class Sandbox:
     root_url: str
 
     def state(self) -> dict[str, Any]:
-        return httpx.get(f"{self.root_url}/__sandbox/state").json()
+        state: dict[str, Any] = httpx.get(f"{self.root_url}/__sandbox/state").json()
+        return state
 
     def texts(self) -> collections.Counter[str]:
         rows = httpx.get(f"{self.root_url}/__sandbox/messages").json()
@@ -182,7 +183,9 @@ async def test_four_workers_share_one_account_limit(
     assert {1} == set(texts.values())
     assert achieved >= 0.95 * RATE
     assert rejected <= 0.02
-    shared = await redis_client.hgetall("test:limiter")
+    shared = await cast(
+        "Awaitable[dict[bytes, bytes]]", redis_client.hgetall("test:limiter")
+    )
     assert b"rate" in shared
 
 
@@ -388,7 +391,7 @@ async def test_high_priority_calls_go_before_other_processes_campaigns(
     """
     rate, horizon, per_worker = 20, 0.02, 20
     key = "test:priority-limiter"
-    options = ("--rate", str(rate), "--burst", "1", "--barrier", "2")
+    options: tuple[str, ...] = ("--rate", str(rate), "--burst", "1", "--barrier", "2")
     options += ("--namespace", "test:priority", "--limiter-key", key)
     with run_sandbox() as sandbox:
         processes = [

@@ -23,7 +23,8 @@ import contextlib
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -53,9 +54,11 @@ def emit(line: dict[str, Any]) -> None:
 
 async def wait_for_barrier(redis: Redis, name: str, count: int) -> None:
     """Return once *count* workers have called this (the last one opens the gate)."""
-    if await redis.incr(f"{name}:ready") == count:
-        await redis.rpush(f"{name}:go", *["go"] * count)
-    if await redis.blpop([f"{name}:go"], timeout=60) is None:
+    # (redis-py types its commands for both clients: the asyncio one awaits.)
+    if await cast("Awaitable[int]", redis.incr(f"{name}:ready")) == count:
+        await cast("Awaitable[int]", redis.rpush(f"{name}:go", *["go"] * count))
+    go = redis.blpop([f"{name}:go"], timeout=60)
+    if await cast("Awaitable[list[Any] | None]", go) is None:
         raise TimeoutError("the other workers did not get ready")
 
 
