@@ -10,9 +10,9 @@ for a retry — and waits until every call has ended.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from ._cancel import cancel_for, ours
-from ._context import worker
 from ._limits import Permit
 from ._telemetry import CallSpan
 
@@ -98,6 +98,13 @@ def abort(call: Call, reason: str = "") -> None:
         call.abort_reason = reason
 
 
+class Running(Protocol):
+    """Where a bulk worker shows the call it runs (`WorkerContext`)."""
+
+    call: Call | None
+    sent_something: bool
+
+
 class Calls:
     """The calls of one client."""
 
@@ -108,17 +115,17 @@ class Calls:
         self._changed: asyncio.Event | None = None
         self.closed = False
 
-    def start(self) -> Call:
+    def start(self, context: Running | None) -> Call:
+        """A new call of the current task, shown in its worker's *context*."""
         call = Call(asyncio.current_task())
         self._calls.add(call)
-        context = worker.get()
         if context is not None:
             context.call = call
         return call
 
-    def finish(self, call: Call) -> None:
+    def finish(self, call: Call, context: Running | None) -> None:
+        """*call* has ended; its worker's *context* no longer shows it."""
         self._calls.discard(call)
-        context = worker.get()
         if context is not None and context.call is call:
             context.call = None
         self._notify()
@@ -127,11 +134,10 @@ class Calls:
         call.exchanging = True
         call.tracked = call.wrote = False
 
-    def end_exchange(self, call: Call) -> None:
-        if call.may_be_on_the_wire:
-            context = worker.get()
-            if context is not None:
-                context.sent_something = True
+    def end_exchange(self, call: Call, context: Running | None) -> None:
+        """*call*'s exchange ended; its worker's *context* learns if it wrote."""
+        if call.may_be_on_the_wire and context is not None:
+            context.sent_something = True
         call.exchanging = False
         self._notify()
 

@@ -164,7 +164,7 @@ class Pipeline:
         closed = self._calls.closed
         # (A call refused because the client closed is counted, and traced,
         # as failed: one outcome per call, like a stream's one per item.)
-        call = Call(None) if closed else self._calls.start()
+        call = Call(None) if closed else self._calls.start(worker.get())
         started = self._clock.monotonic()
         try:
             if self._telemetry is not None:
@@ -220,7 +220,7 @@ class Pipeline:
         except ViberError as error:
             failure = error
         finally:
-            self._calls.finish(call)
+            self._calls.finish(call, worker.get())
             if call.first_permit is not None:  # aborted before its attempt
                 release(call.first_permit, self._clock, self._clock.monotonic(), None)
         if call.maybe_processed and verdict(failure) is not Verdict.UNKNOWN:
@@ -368,7 +368,7 @@ class Pipeline:
                 witness = wire_witness.get()
                 if witness is not None:
                     witness.written = True
-            self._calls.end_exchange(call)
+            self._calls.end_exchange(call, worker.get())
         if call.tracked and not call.wrote:
             # The transport started the request and never handed it a
             # connection: none of it left the process, whatever the error.

@@ -15,19 +15,38 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
 from .._asgi import Send
+from ._config import SandboxConfig
 from ._http import respond
-
-
-if TYPE_CHECKING:
-    from ._app import Sandbox
+from ._state import AcceptedMessage, CallbackRecord, RequestRecord, SandboxStats
 
 
 __all__ = ["Admin"]
+
+
+class Steered(Protocol):
+    """What the admin endpoints use of a `Sandbox`: its public methods.
+
+    (A protocol rather than the class: the sandbox holds its `Admin`, so
+    the admin module must not import the sandbox's.)
+    """
+
+    @property
+    def stats(self) -> SandboxStats: ...
+    @property
+    def config(self) -> SandboxConfig: ...
+    def api_time(self) -> float: ...
+    def messages(self) -> list[AcceptedMessage]: ...
+    def requests(self) -> list[RequestRecord]: ...
+    def callbacks(self) -> list[CallbackRecord]: ...
+    def reset(self, config: SandboxConfig | None = None) -> None: ...
+    def configure(self, **changes: Any) -> SandboxConfig: ...
+    def advance(self, seconds: float) -> None: ...
+    def simulate_reply(self, message_id: int, text: str | None = None) -> None: ...
 
 
 class Admin:
@@ -42,7 +61,7 @@ class Admin:
 
     __slots__ = ("_sandbox",)
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Steered) -> None:
         self._sandbox = sandbox
 
     def state_json(self) -> dict[str, Any]:
