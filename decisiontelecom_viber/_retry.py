@@ -138,7 +138,7 @@ class RetryDetails:
 class RetryHook(Protocol):
     """A callable told about each retry, for logging or metrics."""
 
-    def __call__(self, details: RetryDetails) -> None:
+    def __call__(self, details: RetryDetails, /) -> None:
         """Observe one retry. Exceptions raised here are logged and ignored."""
 
 

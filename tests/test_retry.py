@@ -257,10 +257,8 @@ class TestRetrier:
         retrier = Retrier(
             RetryPolicy(wait_jitter=0),
             clock,
-            # (list.append takes its argument positional-only; RetryHook's
-            # __call__ names it `details`, so mypy refuses it: the package's
-            # protocol, not this test, is what would have to change.)
-            hooks=[seen.append, broken_hook],  # type: ignore[list-item]
+            # (list.append fits: RetryHook's argument is positional-only.)
+            hooks=[seen.append, broken_hook],
         )
 
         with caplog.at_level(logging.DEBUG, logger="decisiontelecom_viber"):
