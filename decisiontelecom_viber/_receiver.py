@@ -34,6 +34,7 @@ from ._callbacks import (
     StatusCallback,
     parse_callback,
 )
+from ._checks import check_count
 from ._errors import CallbackError, ConfigurationError
 from ._signing import (
     DEFAULT_TOKEN_PARAM,
@@ -117,11 +118,6 @@ def _fingerprint(event: CallbackEvent) -> bytes:
     return hashlib.sha256(canonical.encode()).digest()
 
 
-def _check_count(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigurationError(f"{name} must be an int >= {low}")
-
-
 def _check_handler(name: str, handler: object) -> None:
     if handler is not None and not callable(handler):
         raise ConfigurationError(f"{name} must be an async callable or None")
@@ -185,8 +181,8 @@ class CallbackReceiver:
     ) -> None:
         _check_handler("on_status", on_status)
         _check_handler("on_message", on_message)
-        _check_count("max_body_bytes", max_body_bytes, 1)
-        _check_count("deduplicate", deduplicate, 0)
+        check_count("max_body_bytes", max_body_bytes, 1)
+        check_count("deduplicate", deduplicate, 0)
         if not token_param or token_param == REFERENCE_PARAM:
             raise ConfigurationError(
                 f"token_param must be a non-empty name other than {REFERENCE_PARAM!r}"

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from .._bulk import ProgressCallback, ResultStream
+from .._checks import check_positive
 from .._constants import DEFAULT_CONCURRENCY
 from .._errors import ConfigurationError, ValidationError
 from .._limits import Priority, check_priority
@@ -83,12 +84,6 @@ def _unpack(item: object) -> tuple[object, object]:
     if not isinstance(item, (tuple, list)) or len(item) != 2:
         raise ValidationError("item", "must be a (dedupe_key, message) pair")
     return item[0], item[1]
-
-
-def _check_duration(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"SendOnceGuard {name} must be a number > 0")
-    return float(value)
 
 
 class SendOnceGuard:
@@ -150,8 +145,8 @@ class SendOnceGuard:
                 "SendOnceGuard namespace must be a non-empty string"
             )
         self._namespace = namespace
-        self._ttl = _check_duration("ttl", ttl)
-        self._lease = _check_duration("lease", lease)
+        self._ttl = check_positive("SendOnceGuard ttl", ttl)
+        self._lease = check_positive("SendOnceGuard lease", lease)
         if self._lease >= self._ttl:
             raise ConfigurationError("SendOnceGuard lease must be shorter than ttl")
         if not isinstance(sign_reference, bool):
@@ -159,7 +154,7 @@ class SendOnceGuard:
         self._give_up_after = (
             None
             if give_up_after is None
-            else _check_duration("give_up_after", give_up_after)
+            else check_positive("SendOnceGuard give_up_after", give_up_after)
         )
         self._scripts = GuardScripts(redis)
         self._settler = Settler(self._scripts, ttl=self._ttl, lease=self._lease)

@@ -24,6 +24,7 @@ from typing import Literal
 import attrs
 from redis.asyncio import Redis
 
+from .._checks import check_positive
 from .._clock import Clock, SystemClock
 from .._errors import ConfigurationError
 from .._limits import Feedback, Permit, Priority, RateLimit, bind_clock
@@ -95,12 +96,6 @@ class SharedRateState:
 
 def _is_text(value: object) -> bool:
     return isinstance(value, str) and bool(value)
-
-
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"RedisLimiter {name} must be a number > 0")
-    return float(value)
 
 
 class RedisLimiter:
@@ -213,15 +208,17 @@ class RedisLimiter:
         self._limit = limit
         self._key = key
         self._on_unavailable = on_unavailable
-        horizon = _check_positive("horizon", horizon)
-        self._recheck_interval = _check_positive("recheck_interval", recheck_interval)
+        horizon = check_positive("RedisLimiter horizon", horizon)
+        self._recheck_interval = check_positive(
+            "RedisLimiter recheck_interval", recheck_interval
+        )
         params = LimiterParams(
             rate=limit.rate,
             burst=max(1, math.ceil(limit.burst * _BURST_SHARE)),
             adaptive=limit.adaptive,
             initial_rate=limit.initial_rate,
             headroom=float(headroom),
-            state_ttl=_check_positive("state_ttl", state_ttl),
+            state_ttl=check_positive("RedisLimiter state_ttl", state_ttl),
         )
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._clock_given = clock is not None
