@@ -64,21 +64,36 @@ def check_count(name: str, value: object, low: int = 1) -> int:
     return value
 
 
-def positive_field(owner: str) -> Any:
-    """An attrs validator: the field is a number > 0 (``owner.field`` in errors)."""
+def _above_zero(value: Any, types: tuple[type, ...] | None) -> bool:
+    # Without *types*, anything that compares with 0 is judged by comparing
+    # (NumPy scalars, Decimal and Fraction pass; a str raises TypeError), as
+    # RetryPolicy always has; with them, only those types pass (RateLimit's
+    # rule: an int or a float, bools included, as it always was).
+    if types is not None and not isinstance(value, types):
+        return False
+    return bool(value > 0)
+
+
+def positive_field(owner: str, types: tuple[type, ...] | None = None) -> Any:
+    """An attrs validator: the field is > 0 (``owner.field`` in errors).
+
+    Args:
+        owner: The class name the error shows.
+        types: The types allowed; None to judge any value by comparing it.
+    """
 
     def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if not is_number(value) or not value > 0:
+        if not _above_zero(value, types):
             raise ConfigurationError(f"{owner}.{attribute.name} must be > 0")
 
     return check
 
 
-def optional_positive_field(owner: str) -> Any:
-    """An attrs validator: the field is None or a number > 0."""
+def optional_positive_field(owner: str, types: tuple[type, ...] | None = None) -> Any:
+    """An attrs validator: the field is None or > 0 (see `positive_field`)."""
 
     def check(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is not None and (not is_number(value) or not value > 0):
+        if value is not None and not _above_zero(value, types):
             raise ConfigurationError(f"{owner}.{attribute.name} must be > 0 or None")
 
     return check

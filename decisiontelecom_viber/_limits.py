@@ -43,7 +43,7 @@ def check_priority(priority: object) -> Priority:
     raise ConfigurationError('priority must be "high" or "normal"')
 
 
-_positive_or_none = optional_positive_field("RateLimit")
+_positive_or_none = optional_positive_field("RateLimit", types=(int, float))
 _at_least_one = count_field("RateLimit")
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar, cast
 import attrs
 import tenacity as _t
 
-from ._checks import count_field, is_number, optional_positive_field, positive_field
+from ._checks import count_field, optional_positive_field, positive_field
 from ._clock import Clock
 from ._context import worker
 from ._errors import ConfigurationError, RateLimitError, ViberError
@@ -59,7 +59,7 @@ _at_least_one = count_field("RetryPolicy")
 
 
 def _fraction(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not is_number(value) or not 0 <= value <= 1:
+    if not 0 <= value <= 1:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be in [0, 1]")
 
 

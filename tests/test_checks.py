@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import math
 
 import attrs
@@ -58,6 +59,9 @@ def test_check_count_has_a_floor() -> None:
 @attrs.frozen
 class _Settings:
     wait: float = attrs.field(default=1.0, validator=positive_field("Settings"))
+    rate: float = attrs.field(
+        default=1.0, validator=positive_field("Settings", types=(int, float))
+    )
     cap: float | None = attrs.field(
         default=None, validator=optional_positive_field("Settings")
     )
@@ -68,7 +72,9 @@ class _Settings:
     ("changes", "message"),
     [
         ({"wait": 0}, "Settings.wait must be > 0"),
-        ({"wait": "1"}, "Settings.wait must be > 0"),
+        ({"wait": math.nan}, "Settings.wait must be > 0"),
+        ({"rate": "1"}, "Settings.rate must be > 0"),
+        ({"rate": 0.0}, "Settings.rate must be > 0"),
         ({"cap": -1.0}, "Settings.cap must be > 0 or None"),
         ({"tries": 1.0}, "Settings.tries must be an int >= 1"),
         ({"tries": False}, "Settings.tries must be an int >= 1"),
@@ -82,10 +88,19 @@ def test_field_validators_name_owner_and_field(
     assert message == str(caught.value)
 
 
+def test_untyped_fields_judge_by_comparing() -> None:
+    """As RetryPolicy always has: what compares with 0 passes, a str raises."""
+    assert 1.5 == _Settings(wait=fractions.Fraction(3, 2)).wait  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _Settings(wait="1")  # type: ignore[arg-type]
+
+
 def test_the_public_settings_use_them() -> None:
     with pytest.raises(ConfigurationError, match=r"RetryPolicy\.wait_max must be > 0"):
         RetryPolicy(wait_max=0)
     with pytest.raises(ConfigurationError, match=r"RetryPolicy\.wait_jitter"):
-        RetryPolicy(wait_jitter="0.1")  # type: ignore[arg-type]
+        RetryPolicy(wait_jitter=1.5)
+    with pytest.raises(ConfigurationError, match=r"RateLimit\.rate must be > 0"):
+        RateLimit(rate="20")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=r"RateLimit\.burst must be an int"):
         RateLimit(burst=0)
