@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import graphlib
 import json
 import subprocess
@@ -14,6 +13,8 @@ import pytest
 
 from decisiontelecom_viber._constants import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY
 from decisiontelecom_viber._retry import RetryPolicy
+
+from .test_import_graph import GRAPH
 
 
 PACKAGE = "decisiontelecom_viber.cli"
@@ -53,41 +54,11 @@ def test_the_group_has_every_command_once_imported() -> None:
     assert COMMANDS <= listed
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(CLI).with_suffix("").parts
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join((PACKAGE, *parts))
-
-
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The modules of *modules* that *path* imports, lazily or not."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                if node.module:
-                    base += "." + node.module
-            else:
-                base = node.module or ""
-            found.add(base)
-            # `from . import _x` imports the module `_x`.
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return (found & modules) - {name}
-
-
 def test_the_cli_modules_import_without_a_cycle() -> None:
     """The import graph of decisiontelecom_viber.cli.* (function-level
     imports included) is acyclic: imports point toward the root."""
-    paths = sorted(CLI.rglob("*.py"))
-    modules = {_module_name(path) for path in paths}
-    graph = {_module_name(path): _imports(path, modules) for path in paths}
+    modules = {name for name in GRAPH if name.startswith(PACKAGE)}
+    graph = {name: GRAPH[name] & modules for name in modules}
 
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())
